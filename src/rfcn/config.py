@@ -1,0 +1,298 @@
+"""Typed configuration: dataclasses, YAML files and ``key=value`` overrides.
+
+Config stays at the edge of the program: :func:`rfcn.modeling.rfcn.build_model`, the data
+builders and the trainer read it; modules below them take plain numbers. The resolved
+config is saved (as a plain dict) into every checkpoint and output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rfcn.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    """The detector (paper §2). Defaults are the paper's VOC ResNet-101 setting."""
+
+    backbone: str = "resnet101"  # resnet18/34/50/101/152
+    # None: random init; "imagenet": torchvision's weights from the local torch hub cache;
+    # otherwise a path to a state-dict file of a torchvision ResNet.
+    pretrained: str | None = None
+    atrous: bool = True  # conv5 stride 1, dilation 2: feature stride 16 (else 32)
+    frozen_bn: bool = True
+    freeze_at: int = 2  # 0: train all; 1: freeze stem; 2: stem + res2 (as the original code)
+    num_classes: int = 20  # foreground classes C; the head predicts C + 1 with background
+    k: int = 7  # k x k position-sensitive bins
+    head_channels: int = 1024  # the randomly initialised 1x1 conv on conv5
+    box_mode: str = "agnostic"  # "agnostic" (4k^2), "agnostic8" (8k^2), "class" (4k^2 C)
+    ps_roi_mode: str = "pool"  # "pool" (paper Eq. 1) or "align" (bilinear)
+    # RPN (Faster R-CNN), on conv4
+    anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_pre_nms_train: int = 6000
+    rpn_post_nms_train: int = 2000
+    rpn_pre_nms_test: int = 6000
+    rpn_post_nms_test: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_min_size: float = 0.0
+    rpn_fg_iou: float = 0.7
+    rpn_bg_iou: float = 0.3
+    rpn_batch_per_image: int = 256
+    rpn_positive_fraction: float = 0.5
+    # RoI sampling and OHEM (paper §2, "Training")
+    roi_fg_iou: float = 0.5
+    roi_bg_iou_low: float = 0.0
+    ohem: bool = True
+    ohem_batch_per_image: int = 128  # B
+    roi_batch_per_image: int = 128  # used when ohem is off
+    roi_positive_fraction: float = 0.25  # used when ohem is off
+    box_loss_weight: float = 1.0  # lambda
+    rpn_box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    head_box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    # inference
+    score_thresh: float = 0.001
+    nms_thresh: float = 0.3
+    detections_per_img: int = 100
+    # transform (resize inside the model, as torchvision's detection models)
+    min_size: tuple[int, ...] = (600,)  # training picks one at random per batch
+    max_size: int = 1000
+    size_divisible: int = 32
+    image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataConfig:
+    """Where the images and boxes come from."""
+
+    format: str = "voc"  # "voc", "coco" or "synthetic"
+    # VOC: dataset roots (each holds Annotations/, JPEGImages/, ImageSets/Main/), joined in order;
+    # COCO: one root holding the image folder; synthetic: the folder it is generated into.
+    roots: list[str] = field(default_factory=list)
+    train_splits: list[str] = field(default_factory=lambda: ["trainval"])  # one per root
+    test_split: str = "test"
+    coco_train_json: str = ""
+    coco_test_json: str = ""
+    coco_train_images: str = ""
+    coco_test_images: str = ""
+    class_names: list[str] = field(default_factory=list)  # empty: from the data
+    use_difficult: bool = False  # difficult objects in training
+    flip: bool = True
+    aspect_grouping: bool = True
+    workers: int = 2
+    # synthetic data (rfcn.data.synthetic): sizes and seeds of the generated splits
+    synthetic_train_images: int = 600
+    synthetic_test_images: int = 150
+    synthetic_image_size: int = 320
+    synthetic_seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation recipe (paper §3: SGD, momentum 0.9, weight decay 5e-4)."""
+
+    mode: str = "end_to_end"  # "end_to_end" (approximate joint) or "alternating" (4-step)
+    iterations: int = 30000
+    images_per_batch: int = 8
+    base_lr: float = 1e-3
+    base_batch: int = 8  # the batch base_lr is given for; lr scales linearly with the batch
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_steps: list[int] = field(default_factory=lambda: [20000])
+    lr_gamma: float = 0.1
+    warmup_iters: int = 500
+    warmup_factor: float = 0.001
+    amp: str = "none"  # "none", "bf16" or "fp16" (CUDA)
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    checkpoint_every: int = 2000
+    log_every: int = 20
+    tensorboard: bool = True
+    max_grad_norm: float = 0.0  # 0: no clipping
+
+
+@dataclass
+class EvalConfig:
+    """How a trained model is scored."""
+
+    metric: str = "voc07"  # "voc07" (11-point), "voc" (area) or "coco"
+    iou_thresh: float = 0.5
+    scales: list[int] = field(default_factory=lambda: [600])  # paper: 200,400,600,800,1000
+    flip: bool = False
+    batch_size: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "runs/rfcn"
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Coerce a YAML value to the dataclass field's annotated type, or fail naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item_hint = args[0] if args else Any
+        items = [_convert(v, item_hint, key) for v in value]
+        return tuple(items) if origin is tuple else items
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(key, f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise UserError(key, f"expected an integer, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(key, f"expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _update(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            raise UserError(key, f"unknown config key (known: {', '.join(sorted(names))})")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(key, "expected a mapping of settings")
+            _update(current, value, f"{key}.")
+        else:
+            setattr(obj, name, _convert(value, hints[name], key))
+
+
+def _parse_override(item: str) -> dict[str, Any]:
+    """``"model.k=3"`` -> ``{"model": {"k": 3}}``; the value is read as YAML."""
+    if "=" not in item:
+        raise UserError(item, "an override must look like section.key=value")
+    dotted, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise UserError(item, f"cannot read the value as YAML: {exc}") from None
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A :class:`Config` from nested plain values, then ``key=value`` overrides on top."""
+    cfg = Config()
+    _update(cfg, values, "")
+    for item in overrides:
+        _update(cfg, _parse_override(item), "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config file (None: the defaults) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(path, "config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(path, f"cannot read config file: {exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UserError(path, f"malformed YAML: {exc}".splitlines()[0]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(path, "a config file must be a mapping of sections")
+        values = loaded
+    try:
+        return config_from_dict(values, overrides)
+    except UserError as exc:
+        if path is None or exc.source.startswith(str(path)):
+            raise
+        raise UserError(path, f"{exc.source}: {exc.problem}") from None
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dicts and lists (tuples become lists), ready for YAML, JSON or a checkpoint."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+_CHOICES = {
+    "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "model.box_mode": ("agnostic", "agnostic8", "class"),
+    "model.ps_roi_mode": ("pool", "align"),
+    "data.format": ("voc", "coco", "synthetic"),
+    "train.mode": ("end_to_end", "alternating"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "eval.metric": ("voc07", "voc", "coco"),
+}
+
+
+def validate(cfg: Config) -> None:
+    """Reject values no component could run with, naming the key."""
+    for dotted, allowed in _CHOICES.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise UserError(dotted, f"{value!r} is not one of {', '.join(allowed)}")
+    positive = {
+        "model.k": cfg.model.k,
+        "model.num_classes": cfg.model.num_classes,
+        "model.max_size": cfg.model.max_size,
+        "train.iterations": cfg.train.iterations,
+        "train.images_per_batch": cfg.train.images_per_batch,
+        "eval.batch_size": cfg.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(key, f"must be positive, got {value}")
+    if not cfg.model.min_size or min(cfg.model.min_size) <= 0:
+        raise UserError("model.min_size", "needs at least one positive size")
+    if not 0.0 <= cfg.model.roi_positive_fraction <= 1.0:
+        raise UserError("model.roi_positive_fraction", "must lie in [0, 1]")
