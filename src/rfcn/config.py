@@ -7,6 +7,7 @@ config is saved (as a plain dict) into every checkpoint and output folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -164,6 +165,10 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise UserError(key, f"expected an integer, got {value!r}")
         return int(value)
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "2e-3" (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(key, f"expected a number, got {value!r}")
         return float(value)

@@ -1,0 +1,5 @@
+import sys
+
+from rfcn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+
+from rfcn.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from rfcn.errors import UserError
+
+
+def test_defaults_are_the_paper_setting() -> None:
+    cfg = Config()
+    assert cfg.model.backbone == "resnet101"
+    assert cfg.model.k == 7
+    assert cfg.model.atrous
+    assert cfg.model.rpn_post_nms_test == 300
+    assert cfg.model.nms_thresh == 0.3
+    assert cfg.model.ohem_batch_per_image == 128
+    assert cfg.train.momentum == 0.9
+    assert cfg.train.weight_decay == 5e-4
+
+
+def test_yaml_and_overrides_are_typed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  k: 3\n  min_size: [400, 500]\ntrain:\n  base_lr: 0.01\n")
+    cfg = load_config(path, ["model.atrous=false", "data.roots=[a, b]", "train.base_lr=2e-3"])
+    assert cfg.model.k == 3
+    assert cfg.model.min_size == (400, 500)
+    assert cfg.model.atrous is False
+    assert cfg.data.roots == ["a", "b"]
+    assert cfg.train.base_lr == pytest.approx(2e-3)
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
+    cfg = config_from_dict({"model": {"k": 5, "anchor_sizes": [32, 64]}})
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  kk: 3\n", "model.kk: unknown config key"),
+        ("model:\n  k: three\n", "model.k: expected an integer"),
+        ("model:\n  k: 0\n", "model.k: must be positive"),
+        ("model:\n  box_mode: diagonal\n", "model.box_mode: 'diagonal' is not one of"),
+        ("model: [1, 2\n", "malformed YAML"),
+        ("- 1\n- 2\n", "a config file must be a mapping"),
+        ("model:\n  atrous: 1\n", "model.atrous: expected true or false"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
+
+
+def test_missing_file_and_bad_override(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(UserError, match="section.key=value"):
+        load_config(None, ["model.k"])
