@@ -60,5 +60,5 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) 
 def test_missing_file_and_bad_override(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
-    with pytest.raises(UserError, match="section.key=value"):
+    with pytest.raises(UserError, match=r"section\.key=value"):
         load_config(None, ["model.k"])
