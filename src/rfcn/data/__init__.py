@@ -1,1 +1,1 @@
-"""rfcn.data"""
+"""Datasets (PASCAL VOC, COCO, synthetic), image loading, augmentation, samplers."""

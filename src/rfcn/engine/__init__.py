@@ -1,1 +1,1 @@
-"""rfcn.engine"""
+"""Training loop, optimiser and schedule, checkpoints, distributed helpers."""

@@ -1,1 +1,1 @@
-"""rfcn.modeling"""
+"""The R-FCN detector: backbone, RPN, position-sensitive head, losses, post-processing."""

@@ -1,1 +1,1 @@
-"""rfcn.tools"""
+"""Command-line tools, one module per ``rfcn`` subcommand."""
