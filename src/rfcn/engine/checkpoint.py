@@ -1,0 +1,176 @@
+"""Checkpoint files: atomic saving, safe loading, and rebuilding a trained model.
+
+A checkpoint is a dict (``format_version`` 1) saved with :func:`torch.save`:
+
+- ``"model"``: the model's state dict; ``"config"``: ``config_to_dict`` of the resolved config;
+  ``"class_names"``: the C foreground names (index ``label - 1``); ``"iteration"``: iterations
+  done in ``"stage"`` (the training stage's name, e.g. ``"end_to_end"``);
+- the rolling training checkpoint (``last.pt``) adds ``"optimizer"``, ``"scheduler"``,
+  ``"grad_scaler"`` (or None) and ``"rng"`` (:mod:`rfcn.engine.rng`) for an exact resume; the
+  final weights (``model_final.pt``) leave them out to stay small.
+
+Everything in it is a tensor, number, string, list or dict, so it loads with
+``torch.load(weights_only=True)``: opening a checkpoint never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfcn.config import Config, config_from_dict, config_to_dict
+from rfcn.errors import UserError
+from rfcn.modeling.rfcn import build_model
+from rfcn.tools.atomic_files import write_bytes
+
+FORMAT_VERSION = 1
+
+# Model settings that change which parameters exist or their shapes; a difference in one of
+# them explains a failed load better than a list of tensor names.
+_STRUCTURE_KEYS = ("backbone", "k", "head_channels", "box_mode")
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then a rename.
+
+    A failure (or Ctrl-C) while writing leaves any older file at ``path`` untouched. The
+    checkpoint is serialised in memory first (one extra copy of its size, briefly).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Raises:
+        UserError: the file is missing, unreadable, not a checkpoint, or of another format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(path, "checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            path, f"cannot read checkpoint (corrupt or not a checkpoint): {reason}"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise UserError(path, "not an rfcn checkpoint (no model weights and config in it)")
+    version = state.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(
+            path, f"checkpoint format version {version!r}, this rfcn reads {FORMAT_VERSION}"
+        )
+    return state
+
+
+def checkpoint_config(path: str | os.PathLike[str], state: dict[str, Any]) -> Config:
+    """The :class:`Config` saved in a checkpoint, or a UserError naming the file."""
+    try:
+        return config_from_dict(state["config"])
+    except UserError as exc:
+        raise UserError(path, f"config saved in the checkpoint is invalid: {exc}") from None
+
+
+def _structure_mismatch(saved: Config, wanted: Config) -> str | None:
+    """One sentence on the first model setting that makes the weights not fit, if any."""
+    have, want = saved.model.num_classes, wanted.model.num_classes
+    if have != want:
+        return (
+            f"checkpoint has {have + 1}-way classifier ({have} classes), "
+            f"config expects {want + 1} ({want} classes)"
+        )
+    for key in _STRUCTURE_KEYS:
+        have, want = getattr(saved.model, key), getattr(wanted.model, key)
+        if have != want:
+            return f"checkpoint was trained with model.{key}={have}, config has model.{key}={want}"
+    have_anchors = len(saved.model.anchor_sizes) * len(saved.model.anchor_ratios)
+    want_anchors = len(wanted.model.anchor_sizes) * len(wanted.model.anchor_ratios)
+    if have_anchors != want_anchors:
+        return f"checkpoint has {have_anchors} anchors per position, config has {want_anchors}"
+    return None
+
+
+def _names(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``model.load_state_dict(weights)`` (strict) with a UserError naming what does not fit."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    reshaped = [
+        f"{k} {tuple(weights[k].shape)} in checkpoint vs {tuple(v.shape)} in model"
+        for k, v in expected.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_names(unexpected)}")
+    if reshaped:
+        problems.append(f"shape mismatch {_names(reshaped, 1)}")
+    if problems:
+        raise UserError(source, "weights do not fit the model: " + "; ".join(problems))
+    model.load_state_dict(weights)
+
+
+def load_model(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", cfg: Config | None = None
+) -> tuple[nn.Module, Config, list[str]]:
+    """Rebuild a trained model from a checkpoint, in eval mode on ``device``.
+
+    Args:
+        path: a checkpoint from :func:`save_checkpoint` (``model_final.pt`` or ``last.pt``).
+        device: where the model goes.
+        cfg: build the model from this config instead of the one saved in the checkpoint (e.g.
+            ``rfcn eval --config``, which may change test-time settings); its model structure
+            must match the checkpoint's.
+
+    Returns:
+        ``(model, cfg, class_names)``; ``cfg`` is the given config or the checkpoint's.
+
+    Raises:
+        UserError: unreadable checkpoint, or weights that do not fit the config (the message
+            names the mismatch, e.g. the number of classes).
+    """
+    state = load_checkpoint(path)
+    saved_cfg = checkpoint_config(path, state)
+    cfg = saved_cfg if cfg is None else cfg
+    mismatch = _structure_mismatch(saved_cfg, cfg)
+    if mismatch is not None:
+        raise UserError(path, mismatch)
+    class_names = list(state.get("class_names") or cfg.data.class_names)
+    if len(class_names) != cfg.model.num_classes:
+        raise UserError(
+            path,
+            f"checkpoint lists {len(class_names)} class names for {cfg.model.num_classes} classes",
+        )
+    model = build_model(cfg.model)
+    load_weights(model, state["model"], path)
+    return model.to(device).eval(), cfg, class_names
+
+
+def model_state(model: nn.Module, cfg: Config, class_names: list[str]) -> dict[str, Any]:
+    """The part of a checkpoint every consumer needs: weights, config and class names."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "config": config_to_dict(cfg),
+        "class_names": list(class_names),
+    }

@@ -1,0 +1,106 @@
+"""Multi-process training with DDP, launched by ``torchrun``.
+
+``torchrun --nproc_per_node=N -m rfcn.cli train ...`` (or ``torchrun ... $(which rfcn) train``)
+starts N processes and sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+``MASTER_PORT``; :func:`init_distributed` reads them. CUDA runs use the NCCL backend with one
+GPU per process (``cuda:LOCAL_RANK``); CPU runs use gloo, so DDP also works (and is tested)
+without a GPU. A plain ``rfcn train`` (no torchrun) is a world of one and needs none of this.
+Multi-node runs (``torchrun --nnodes=M --node_rank=... --rdzv_endpoint=...``) work the same
+way; ``--resume`` then needs the output folder on a file system every node sees, since every
+process reads ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+from rfcn.errors import UserError
+
+
+def launched_by_torchrun() -> bool:
+    """True when the environment describes a process group of more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """The training device from ``train.device``; under torchrun, CUDA becomes ``cuda:LOCAL_RANK``.
+
+    Raises:
+        UserError: CUDA asked for but not available.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(
+            "train.device", f"{name!r} is not a device (cpu, cuda, cuda:1, ...)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("train.device", f"{name!r} asked for, but CUDA is not available")
+        if launched_by_torchrun():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the process group torchrun describes; returns True when this call created it.
+
+    Returns False (and does nothing) for a single process or an already initialised group.
+    """
+    if not launched_by_torchrun() or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", init_method="env://", device_id=device)
+    else:
+        dist.init_process_group("gloo", init_method="env://")
+    return True
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group (the counterpart of a True :func:`init_distributed`)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    """Rank 0: the one process that logs and writes files.
+
+    Outside an initialised group (e.g. after training left it) torchrun's ``RANK`` decides.
+    """
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def mean_over_processes(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Average scalar tensors over all processes (for logging); one all-reduce for the dict.
+
+    Every process must call this with the same keys in the same order.
+    """
+    if not values:
+        return {}
+    names = list(values)
+    stacked = torch.stack([values[name].detach().float().reshape(()) for name in names])
+    if dist.is_initialized():
+        dist.all_reduce(stacked)
+        stacked /= dist.get_world_size()
+    return dict(zip(names, stacked.tolist(), strict=True))

@@ -1,0 +1,146 @@
+"""What a training run leaves in its output folder, and the progress bar.
+
+- ``config.yaml``: the resolved config (class names and class count as trained);
+- ``metrics.jsonl``: one JSON object per log step, ``{"stage", "iteration" (counted over all
+  stages), "stage_iteration", "lr", "loss", "loss_rpn_cls", ..., "images_per_s", "time"}``;
+  losses are means over the iterations since the previous log step and over all processes;
+- ``tensorboard/``: the same scalars, when ``train.tensorboard`` is on and the
+  ``tensorboard`` package is installed;
+- a tqdm progress bar on stderr with the loss, the lr and the speed.
+
+Only the main process (rank 0) writes; the others construct a :class:`TrainingLog` with
+``enabled=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
+
+from rfcn.config import Config, config_to_dict
+from rfcn.tools.atomic_files import write_text
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+def save_resolved_config(cfg: Config, output_dir: Path) -> None:
+    write_text(output_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def truncate_metrics(output_dir: Path, last_iteration: int) -> None:
+    """Drop log lines after ``last_iteration`` (and torn lines) before a resume appends.
+
+    A run killed after its last checkpoint logged iterations that the resume will run again.
+    """
+    path = output_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("iteration", 0) <= last_iteration:
+            kept.append(line + "\n")
+    write_text(path, "".join(kept))
+
+
+def _summary_writer(log_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter``, or None when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+class TrainingLog:
+    """Progress bar, ``metrics.jsonl`` and TensorBoard for one training stage.
+
+    Args:
+        output_dir: the run's folder (exists).
+        stage: the stage's name, shown on the bar and written with every entry.
+        total: iterations of the stage; ``start``: iterations already done (resume).
+        images_per_iteration: images per iteration over all processes (for the speed).
+        progress: show the bar; ``tensorboard``: write TensorBoard scalars.
+        enabled: False on every process but rank 0 (then nothing is shown or written).
+    """
+
+    def __init__(
+        self,
+        output_dir: Path,
+        stage: str,
+        total: int,
+        start: int,
+        images_per_iteration: int,
+        progress: bool,
+        tensorboard: bool,
+        enabled: bool,
+    ) -> None:
+        self.output_dir = output_dir
+        self.stage = stage
+        self.images_per_iteration = images_per_iteration
+        self.enabled = enabled
+        self.bar = tqdm(
+            total=total,
+            initial=start,
+            desc=stage,
+            unit="it",
+            dynamic_ncols=True,
+            disable=not (enabled and progress),
+        )
+        self.writer = (
+            _summary_writer(output_dir / "tensorboard") if enabled and tensorboard else None
+        )
+        self.started = time.perf_counter()
+        self.window_start = (start, self.started)
+
+    def advance(self) -> None:
+        """One iteration done."""
+        self.bar.update(1)
+
+    def record(self, iteration: int, stage_iteration: int, scalars: dict[str, float]) -> dict:
+        """Log the scalars of the iterations since the previous call; returns the entry.
+
+        Args:
+            iteration: iterations done over all stages (the x axis of every plot).
+            stage_iteration: iterations done in this stage.
+            scalars: ``{"loss": ..., "loss_rpn_cls": ..., "lr": ...}`` already averaged.
+        """
+        now = time.perf_counter()
+        first, since = self.window_start
+        images = (stage_iteration - first) * self.images_per_iteration
+        speed = images / max(now - since, 1e-9)
+        self.window_start = (stage_iteration, now)
+        entry = {
+            "stage": self.stage,
+            "iteration": iteration,
+            "stage_iteration": stage_iteration,
+            **scalars,
+            "images_per_s": speed,
+            "time": now - self.started,
+        }
+        if not self.enabled:
+            return entry
+        with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(entry) + "\n")
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"train/{name}", value, iteration)
+            self.writer.add_scalar("train/images_per_s", speed, iteration)
+        self.bar.set_postfix(
+            loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}", img_s=f"{speed:.1f}"
+        )
+        return entry
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,260 @@
+"""One training stage: model, optimiser and data set up for it, then the iteration loop.
+
+:mod:`rfcn.engine.trainer` runs one :class:`StageRun` for end-to-end training and four for
+alternating training (:mod:`rfcn.engine.stages`). A stage starts fresh or from a saved
+training state (``last.pt``); in both cases the loop begins with the same RNG states, and the
+data loader's ``start_iter`` replays the data order, so a resumed stage computes what an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from rfcn.config import Config
+from rfcn.data.build import build_data_loader
+from rfcn.data.dataset import DetectionDataset
+from rfcn.engine.checkpoint import load_checkpoint, load_weights, model_state, save_checkpoint
+from rfcn.engine.distributed import get_rank, get_world_size, is_main_process, mean_over_processes
+from rfcn.engine.logging import TrainingLog
+from rfcn.engine.optim import build_optimizer, build_scheduler
+from rfcn.engine.rng import capture_rng_state, restore_rng_state, seed_everything
+from rfcn.engine.stages import Stage, configure_stage, set_train_mode
+from rfcn.errors import UserError
+from rfcn.modeling.rfcn import RFCN, build_model
+
+LAST_CHECKPOINT = "last.pt"
+
+
+@dataclass(frozen=True)
+class IterationEnd:
+    """What a callback sees after every iteration (on every process).
+
+    ``losses`` are this process's losses of the iteration, detached; ``model`` is the model
+    being trained (unwrapped from DDP). A callback may raise (KeyboardInterrupt included): the
+    trainer then behaves as on Ctrl-C.
+    """
+
+    stage: str
+    iteration: int
+    losses: dict[str, Tensor]
+    model: nn.Module
+
+
+Callback = Callable[[IterationEnd], None]
+
+
+@dataclass
+class RunContext:
+    """What every stage of a run shares. ``cfg`` is resolved (class names from the data)."""
+
+    cfg: Config
+    dataset: DetectionDataset
+    device: torch.device
+    output_dir: Path
+    progress: bool
+    callbacks: Sequence[Callback] = ()
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def stage_weights_path(output_dir: Path, stage_name: str) -> Path:
+    """Where alternating training keeps a finished stage's weights."""
+    return output_dir / f"{stage_name}.pt"
+
+
+def _load_stage_model(cfg: Config, output_dir: Path, stage_name: str) -> RFCN:
+    source = stage_weights_path(output_dir, stage_name)
+    model = build_model(cfg.model)
+    load_weights(model, load_checkpoint(source)["model"], source)
+    return model
+
+
+class StageRun:
+    """Build everything one stage needs; :meth:`run` trains it.
+
+    Args:
+        context: the run's shared settings.
+        stage: what this stage trains.
+        offset: iterations of the earlier stages (log entries count over the whole run).
+        state: a training state from ``last.pt`` to continue, or None to start the stage.
+    """
+
+    def __init__(
+        self, context: RunContext, stage: Stage, offset: int, state: dict[str, Any] | None
+    ) -> None:
+        cfg, device = context.cfg, context.device
+        self.context = context
+        self.stage = stage
+        self.offset = offset
+        self.total = cfg.train.iterations
+        # The same seed before every build: stages that start "from the initial weights"
+        # (alternating steps 1 and 2) start from the same random draw.
+        seed_everything(cfg.train.seed)
+        if stage.init_from is None:
+            self.model = build_model(cfg.model)
+        else:
+            self.model = _load_stage_model(cfg, context.output_dir, stage.init_from)
+        self.trainable = configure_stage(self.model, stage)
+        self.model.to(device)
+        self.optimizer = build_optimizer(self.trainable, cfg.train)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+        self.done = 0
+        if state is not None:
+            self._restore(state)
+        self.proposer = None
+        if stage.proposals_from is not None:
+            # A frozen copy of an earlier stage: its RPN proposes this stage's RoIs.
+            proposer = _load_stage_model(cfg, context.output_dir, stage.proposals_from)
+            self.proposer = proposer.requires_grad_(False).to(device).eval()
+        self.network: nn.Module = self.model
+        if get_world_size() > 1:
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=device_ids)
+        loader = build_data_loader(
+            context.dataset,
+            images_per_batch=cfg.train.images_per_batch // get_world_size(),
+            train=True,
+            seed=cfg.train.seed,
+            workers=cfg.data.workers,
+            aspect_grouping=cfg.data.aspect_grouping,
+            distributed=get_world_size() > 1,
+            start_iter=self.done,
+        )
+        self.batches = iter(loader)
+        # After everything above drew its random numbers: the loop starts from the same RNG
+        # states whether the stage starts fresh or resumes.
+        if state is not None:
+            restore_rng_state(state["rng"])
+        else:
+            seed_everything(cfg.train.seed + get_rank())
+        self.rng = capture_rng_state()
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        load_weights(self.model, state["model"], self.context.output_dir / LAST_CHECKPOINT)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state["grad_scaler"] is not None:
+            self.scaler.load_state_dict(state["grad_scaler"])
+        self.done = min(state["iteration"], self.total)
+
+    def weights_state(self) -> dict[str, Any]:
+        """Weights, config and class names, with this stage's name and iteration."""
+        cfg = self.context.cfg
+        return {
+            **model_state(self.model, cfg, cfg.data.class_names),
+            "stage": self.stage.name,
+            "iteration": self.done,
+        }
+
+    def training_state(self) -> dict[str, Any]:
+        """Everything an exact resume needs (the RNG states as after the last iteration)."""
+        return {
+            **self.weights_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": self.rng,
+        }
+
+    def _save_training_state(self) -> None:
+        if is_main_process():
+            save_checkpoint(self.context.output_dir / LAST_CHECKPOINT, self.training_state())
+
+    def step(self) -> tuple[Tensor, dict[str, Tensor], float]:
+        """One SGD iteration; returns the total loss, the losses and the lr it used."""
+        cfg, device = self.context.cfg, self.context.device
+        images, targets = _to_device(next(self.batches), device)
+        with _autocast(cfg.train.amp, device):
+            proposals = None
+            if self.proposer is not None:
+                proposals = self.proposer.propose(images, cfg.model.rpn_post_nms_train)
+            losses = self.network(images, targets, proposals=proposals)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss).item():
+            raise UserError(
+                f"iteration {self.offset + self.done + 1}",
+                f"loss is {loss.item()}: training diverged; lower train.base_lr or set "
+                "train.max_grad_norm",
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.train.max_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.trainable, cfg.train.max_grad_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.done += 1
+        self.rng = capture_rng_state()
+        return loss.detach(), {name: value.detach() for name, value in losses.items()}, lr
+
+    def run(self) -> nn.Module:
+        """Train the remaining iterations; save ``last.pt`` periodically, at the end and on
+        Ctrl-C (then re-raise); returns the trained model."""
+        cfg, context = self.context.cfg, self.context
+        log = TrainingLog(
+            context.output_dir,
+            self.stage.name,
+            self.total,
+            self.done,
+            cfg.train.images_per_batch,
+            context.progress,
+            cfg.train.tensorboard,
+            is_main_process(),
+        )
+        window: dict[str, Tensor] = {}
+        window_start = self.done
+        set_train_mode(self.model)
+        try:
+            while self.done < self.total:
+                loss, losses, lr = self.step()
+                for name, value in {"loss": loss, **losses}.items():
+                    window[name] = window.get(name, 0) + value.float()
+                log.advance()
+                if self.done % cfg.train.log_every == 0 or self.done == self.total:
+                    count = self.done - window_start
+                    means = mean_over_processes({k: v / count for k, v in window.items()})
+                    entry = log.record(self.offset + self.done, self.done, {**means, "lr": lr})
+                    context.history.append(entry)
+                    window, window_start = {}, self.done
+                if self.done % cfg.train.checkpoint_every == 0 and self.done < self.total:
+                    self._save_training_state()
+                for callback in context.callbacks:
+                    callback(IterationEnd(self.stage.name, self.done, losses, self.model))
+        except KeyboardInterrupt:
+            self._save_training_state()
+            raise
+        finally:
+            log.close()
+        if is_main_process() and cfg.train.mode == "alternating":
+            path = stage_weights_path(context.output_dir, self.stage.name)
+            save_checkpoint(path, self.weights_state())
+        self._save_training_state()
+        return self.model
+
+
+def _autocast(amp: str, device: torch.device) -> torch.autocast:
+    """bf16/fp16 autocast on CUDA; a disabled context otherwise (the trainer checked ``amp``)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _to_device(
+    batch: tuple[list[Tensor], list[dict[str, Any]]], device: torch.device
+) -> tuple[list[Tensor], list[dict[str, Any]]]:
+    images, targets = batch
+    moved_images = [image.to(device, non_blocking=True) for image in images]
+    moved_targets = [
+        {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
+        for t in targets
+    ]
+    return moved_images, moved_targets

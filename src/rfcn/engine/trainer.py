@@ -1,0 +1,191 @@
+"""Training: iteration-based, resumable exactly, DDP-ready, end-to-end or 4-step alternating.
+
+``train(cfg, output_dir)`` runs the stages of ``train.mode`` (:mod:`rfcn.engine.stages`) and
+leaves in ``output_dir``:
+
+- ``model_final.pt``: the trained weights, config and class names (:mod:`rfcn.engine.checkpoint`);
+- ``last.pt``: the full training state (weights, optimiser, scheduler, AMP scaler, RNG states,
+  stage and iteration), rewritten atomically every ``train.checkpoint_every`` iterations, at
+  the end of every stage, and on Ctrl-C (then the KeyboardInterrupt goes on, and the CLI exits
+  130); ``resume=True`` continues from it;
+- ``<stage>.pt`` per step of alternating training; ``config.yaml``, ``metrics.jsonl`` and
+  ``tensorboard/`` (:mod:`rfcn.engine.logging`).
+
+Exact resume: the data order and flips depend only on (seed, position in the sample stream)
+(the data loader's ``start_iter``), and the Python/NumPy/torch RNG states are saved after each
+iteration, so the iterations after a resume compute the same losses as an uninterrupted run
+(bitwise on CPU with ``torch.use_deterministic_algorithms``). The one exception is a Ctrl-C
+that lands between the optimiser's update and the iteration count's increment, a window of a
+few Python statements.
+
+Classes: with ``data.class_names`` empty the classes are whatever the data holds and
+``model.num_classes`` follows them (a warning says so when the config held another number);
+with ``data.class_names`` given, ``model.num_classes`` must equal its length. The resolved
+values are what ``config.yaml`` and the checkpoints record.
+
+Batches: ``train.images_per_batch`` is the total over all processes (the paper's 8 images on
+8 GPUs); each of N processes loads ``images_per_batch / N``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rfcn.config import Config, config_to_dict
+from rfcn.data.build import build_dataset
+from rfcn.engine.checkpoint import load_checkpoint, model_state, save_checkpoint
+from rfcn.engine.distributed import (
+    barrier,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+    resolve_device,
+    shutdown_distributed,
+)
+from rfcn.engine.logging import save_resolved_config, truncate_metrics
+from rfcn.engine.stage_run import LAST_CHECKPOINT, Callback, RunContext, StageRun
+from rfcn.engine.stages import stages_for
+from rfcn.errors import UserError
+
+FINAL_CHECKPOINT = "model_final.pt"
+
+
+@dataclass
+class TrainResult:
+    """``checkpoint``: the final weights; ``history``: the log entries of this call (see
+    :mod:`rfcn.engine.logging`); ``seconds``: wall time of this call."""
+
+    checkpoint: Path
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def train(
+    cfg: Config,
+    output_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> TrainResult:
+    """Train R-FCN as ``cfg`` says; see the module docstring for what lands in ``output_dir``.
+
+    Under ``torchrun`` this joins the process group (gloo on CPU, NCCL on CUDA); only rank 0
+    logs and writes files.
+
+    Raises:
+        UserError: bad data or config, ``amp`` other than "none" on CPU, a folder that holds a
+            run without ``resume`` (or no run with it), a diverged loss.
+    """
+    started = time.perf_counter()
+    for key in ("log_every", "checkpoint_every", "base_batch"):
+        if getattr(cfg.train, key) <= 0:
+            raise UserError(f"train.{key}", f"must be positive, got {getattr(cfg.train, key)}")
+    device = resolve_device(cfg.train.device)
+    if cfg.train.amp != "none" and device.type != "cuda":
+        raise UserError(
+            "train.amp", f"{cfg.train.amp} mixed precision needs CUDA; use none on {device}"
+        )
+    created_group = init_distributed(device)
+    try:
+        checkpoint, history = _train(cfg, Path(output_dir), device, resume, progress, callbacks)
+    finally:
+        if created_group:
+            shutdown_distributed()
+    return TrainResult(checkpoint, history, time.perf_counter() - started)
+
+
+def _train(
+    cfg: Config,
+    output_dir: Path,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    callbacks: Sequence[Callback],
+) -> tuple[Path, list[dict[str, Any]]]:
+    world = get_world_size()
+    if cfg.train.images_per_batch % world:
+        raise UserError(
+            "train.images_per_batch",
+            f"{cfg.train.images_per_batch} images do not split over {world} processes",
+        )
+    dataset = build_dataset(cfg.data, train=True)
+    cfg = resolve_classes(cfg, dataset.class_names)
+    resume_state = _resume_state(cfg, output_dir) if resume else None
+    if not resume and (output_dir / LAST_CHECKPOINT).exists():
+        raise UserError(
+            output_dir,
+            f"already holds a training run ({LAST_CHECKPOINT}); resume it or choose another folder",
+        )
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved_config(cfg, output_dir)
+    stages = stages_for(cfg.train.mode)
+    first = 0
+    if resume_state is not None:
+        first = [stage.name for stage in stages].index(resume_state["stage"])
+        if is_main_process():
+            truncate_metrics(output_dir, first * cfg.train.iterations + resume_state["iteration"])
+    context = RunContext(cfg, dataset, device, output_dir, progress, callbacks)
+    model: nn.Module | None = None
+    for index in range(first, len(stages)):
+        state = resume_state if index == first else None
+        model = StageRun(context, stages[index], index * cfg.train.iterations, state).run()
+        # The next stage reads this stage's weights on every process.
+        barrier()
+    final = output_dir / FINAL_CHECKPOINT
+    if is_main_process():
+        stage_state = {"stage": stages[-1].name, "iteration": cfg.train.iterations}
+        save_checkpoint(final, {**model_state(model, cfg, cfg.data.class_names), **stage_state})
+    barrier()
+    return final, context.history
+
+
+def resolve_classes(cfg: Config, class_names: Sequence[str]) -> Config:
+    """A copy of ``cfg`` whose ``data.class_names`` and ``model.num_classes`` are the data's.
+
+    Raises:
+        UserError: ``data.class_names`` given and ``model.num_classes`` disagreeing with it.
+    """
+    given = cfg.data.class_names
+    if given and len(given) != cfg.model.num_classes:
+        raise UserError(
+            "model.num_classes",
+            f"is {cfg.model.num_classes} but data.class_names lists {len(given)} classes",
+        )
+    if not given and cfg.model.num_classes != len(class_names) and is_main_process():
+        warnings.warn(
+            f"model.num_classes={cfg.model.num_classes} replaced by the {len(class_names)} "
+            "classes found in the data (data.class_names is empty)",
+            stacklevel=4,
+        )
+    resolved = copy.deepcopy(cfg)
+    resolved.data.class_names = list(class_names)
+    resolved.model.num_classes = len(class_names)
+    return resolved
+
+
+def _resume_state(cfg: Config, output_dir: Path) -> dict[str, Any]:
+    """The saved training state to resume, checked against the config it must continue."""
+    path = output_dir / LAST_CHECKPOINT
+    if not path.is_file():
+        raise UserError(path, "no training state to resume (start without --resume)")
+    state = load_checkpoint(path)
+    saved = state["config"]
+    wanted = config_to_dict(cfg)
+    changed = [f"model.{k}" for k in wanted["model"] if saved["model"].get(k) != wanted["model"][k]]
+    if saved["train"]["mode"] != cfg.train.mode:
+        changed.append("train.mode")
+    if changed:
+        raise UserError(path, f"cannot resume with a different {', '.join(changed)}")
+    if "optimizer" not in state:
+        raise UserError(path, "holds final weights only, no training state to resume")
+    return state

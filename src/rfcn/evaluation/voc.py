@@ -1,0 +1,208 @@
+"""PASCAL VOC detection AP per class and mAP, as the VOC devkit and py-faster-rcnn compute them.
+
+Everything here works in VOC pixel coordinates: boxes are ``(N, 4)`` float64
+``xmin, ymin, xmax, ymax``, 1-based and inclusive, so a box is ``xmax - xmin + 1`` pixels wide
+(the devkit's "+1" rule). Ground truth comes from the XML files as written; detections in our
+0-based continuous convention become ``(x1 + 1, y1 + 1, x2, y2)`` first
+(:func:`rfcn.evaluation.results_files.voc_class_detections`), which makes the devkit's IoU equal
+to the continuous IoU of ``(x1, y1, x2, y2)`` with ``(xmin - 1, ymin - 1, xmax, ymax)``.
+
+Matching (Everingham et al., "The PASCAL VOC Challenge", IJCV 2010): detections of one class
+are taken in order of decreasing score; each is matched to the ground-truth box of its image
+it overlaps most; it is a true positive when that overlap exceeds the IoU threshold and the box
+is not yet taken, a false positive when the box is taken (a duplicate) or the overlap is too
+small, and neither when the box is ``difficult``. Difficult boxes do not count among the
+positives either.
+
+Where the references disagree, this module chooses and says so:
+
+- IoU threshold: ``overlap > iou_thresh`` as py-faster-rcnn's ``voc_eval`` (whose numbers R-FCN
+  reports); the MATLAB devkit's ``VOCevaldet.m`` uses ``>=``.
+- Equal scores keep their input order (a stable sort), as MATLAB's ``sort`` in the devkit;
+  py-faster-rcnn's ``np.argsort`` leaves ties in an unspecified order.
+- The 11-point metric samples recall at exactly ``k / 10``; py-faster-rcnn's
+  ``np.arange(0, 1.1, 0.1)`` yields 0.30000000000000004, 0.6000000000000001 and
+  0.7000000000000001, so a recall of exactly 0.3, 0.6 or 0.7 misses its level there. It also
+  sums the eleven precisions before dividing by 11, so a perfect curve gives exactly 1.
+- A class with no non-difficult ground truth has no AP (``None``) and is left out of the mAP
+  (as COCO does); the devkit divides by zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rfcn.data.voc import read_voc_split
+
+
+@dataclass(frozen=True)
+class ImageGroundTruth:
+    """The annotated objects of one image.
+
+    Attributes:
+        names: ``M`` class names.
+        boxes: ``(M, 4)`` float64 VOC boxes (1-based, inclusive).
+        difficult: ``(M,)`` bool.
+    """
+
+    names: tuple[str, ...]
+    boxes: np.ndarray
+    difficult: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClassDetections:
+    """All detections of one class over a split, in the order they were produced.
+
+    Attributes:
+        image_ids: ``D`` image ids.
+        scores: ``(D,)`` float64 confidences.
+        boxes: ``(D, 4)`` float64 VOC boxes (1-based, inclusive).
+    """
+
+    image_ids: tuple[str, ...]
+    scores: np.ndarray
+    boxes: np.ndarray
+
+
+def load_voc_ground_truth(root: str | Path, split: str) -> dict[str, ImageGroundTruth]:
+    """Ground truth of the VOC-layout split ``ROOT/ImageSets/Main/<split>.txt``.
+
+    Boxes stay as the XML files give them (1-based, inclusive), as the devkit reads them.
+    Returns the images in split order.
+    """
+    ground_truth = {}
+    for image in read_voc_split(root, split):
+        objects = image.annotation.objects
+        ground_truth[image.image_id] = ImageGroundTruth(
+            names=tuple(obj.name for obj in objects),
+            boxes=np.array([obj.box for obj in objects], dtype=np.float64).reshape(-1, 4),
+            difficult=np.array([obj.difficult for obj in objects], dtype=bool),
+        )
+    return ground_truth
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
+    """Average precision from a precision/recall curve.
+
+    Args:
+        recall: ``(D,)`` non-decreasing recall after each ranked detection.
+        precision: ``(D,)`` precision after each ranked detection.
+        use_07_metric: the VOC2007 11-point metric (mean of the interpolated precision at recall
+            0, 0.1, ..., 1) instead of the VOC2010+ area under the interpolated curve.
+    """
+    if use_07_metric:
+        interpolated = []
+        for level in np.arange(11) / 10.0:
+            reached = recall >= level
+            interpolated.append(float(precision[reached].max()) if reached.any() else 0.0)
+        # sum, then divide: a perfect curve gives exactly 1 (adding eleven 1/11 gives 1 + 2e-16)
+        return math.fsum(interpolated) / 11.0
+    # interpolated precision: the best precision at this or any higher recall
+    padded_recall = np.concatenate(([0.0], recall, [1.0]))
+    envelope = np.concatenate(([0.0], precision, [0.0]))
+    envelope = np.maximum.accumulate(envelope[::-1])[::-1]
+    steps = np.flatnonzero(padded_recall[1:] != padded_recall[:-1])
+    return float(np.sum((padded_recall[steps + 1] - padded_recall[steps]) * envelope[steps + 1]))
+
+
+def voc_box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one ``(4,)`` VOC box with ``(M, 4)`` VOC boxes, with the devkit's "+1" widths."""
+    inter_w = np.maximum(np.minimum(others[:, 2], box[2]) - np.maximum(others[:, 0], box[0]) + 1, 0)
+    inter_h = np.maximum(np.minimum(others[:, 3], box[3]) - np.maximum(others[:, 1], box[1]) + 1, 0)
+    intersection = inter_w * inter_h
+    area = (box[2] - box[0] + 1.0) * (box[3] - box[1] + 1.0)
+    other_areas = (others[:, 2] - others[:, 0] + 1.0) * (others[:, 3] - others[:, 1] + 1.0)
+    return intersection / (area + other_areas - intersection)
+
+
+def unknown_images(
+    ground_truth: Mapping[str, ImageGroundTruth], detections: ClassDetections
+) -> list[str]:
+    """Up to five image ids of ``detections`` that ``ground_truth`` lacks, sorted."""
+    return sorted(set(detections.image_ids) - ground_truth.keys())[:5]
+
+
+def voc_class_ap(
+    ground_truth: Mapping[str, ImageGroundTruth],
+    class_name: str,
+    detections: ClassDetections,
+    iou_thresh: float = 0.5,
+    use_07_metric: bool = True,
+) -> float | None:
+    """AP of one class over the images of ``ground_truth`` (py-faster-rcnn's ``voc_eval``).
+
+    Returns None when the class has no non-difficult ground-truth box.
+    Raises ValueError when a detection names an image that is not in ``ground_truth``.
+    """
+    boxes: dict[str, np.ndarray] = {}
+    difficult: dict[str, np.ndarray] = {}
+    num_positives = 0
+    for image_id, image in ground_truth.items():
+        mine = np.array([name == class_name for name in image.names], dtype=bool)
+        boxes[image_id] = image.boxes[mine]
+        difficult[image_id] = image.difficult[mine]
+        num_positives += int(np.count_nonzero(~difficult[image_id]))
+    unknown = unknown_images(ground_truth, detections)
+    if unknown:
+        raise ValueError(f"{class_name}: detections for images not in the split: {unknown}")
+    if num_positives == 0:
+        return None
+
+    taken = {image_id: np.zeros(len(b), dtype=bool) for image_id, b in boxes.items()}
+    order = np.argsort(-detections.scores, kind="stable")
+    true_positive = np.zeros(len(order))
+    false_positive = np.zeros(len(order))
+    for rank, index in enumerate(order):
+        image_id = detections.image_ids[index]
+        gt_boxes = boxes[image_id]
+        best_iou, best = -np.inf, -1
+        if len(gt_boxes):
+            overlaps = voc_box_iou(detections.boxes[index], gt_boxes)
+            best = int(np.argmax(overlaps))
+            best_iou = overlaps[best]
+        if best_iou > iou_thresh:
+            if difficult[image_id][best]:
+                continue
+            if taken[image_id][best]:
+                false_positive[rank] = 1.0
+            else:
+                true_positive[rank] = 1.0
+                taken[image_id][best] = True
+        else:
+            false_positive[rank] = 1.0
+
+    true_positive = np.cumsum(true_positive)
+    false_positive = np.cumsum(false_positive)
+    recall = true_positive / num_positives
+    precision = true_positive / np.maximum(true_positive + false_positive, np.finfo(np.float64).eps)
+    return voc_ap(recall, precision, use_07_metric)
+
+
+def evaluate_voc(
+    ground_truth: Mapping[str, ImageGroundTruth],
+    detections: Mapping[str, ClassDetections],
+    class_names: Sequence[str],
+    iou_thresh: float = 0.5,
+    use_07_metric: bool = True,
+) -> dict[str, object]:
+    """AP per class and their mean, as ``{"mAP": float | None, "AP": {name: float | None}}``.
+
+    A class missing from ``detections`` has no detections (AP 0 when it has ground truth).
+    The mAP averages the classes that have ground truth; it is None when none has.
+    """
+    empty = ClassDetections((), np.zeros(0), np.zeros((0, 4)))
+    ap = {
+        name: voc_class_ap(
+            ground_truth, name, detections.get(name, empty), iou_thresh, use_07_metric
+        )
+        for name in class_names
+    }
+    scored = [value for value in ap.values() if value is not None]
+    # fsum: the mean does not depend on the order the classes come in
+    return {"mAP": math.fsum(scored) / len(scored) if scored else None, "AP": ap}

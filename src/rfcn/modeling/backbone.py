@@ -1,0 +1,151 @@
+"""ResNet backbones from torchvision, cut for R-FCN (paper §2 "Backbone architecture").
+
+The average pool and the fc layer are removed. conv1..conv4 (stride 16) form the trunk shared
+by the RPN and the head; conv5 feeds the head. By default conv5 is "à trous" (paper §2,
+"the effective stride is reduced from 32 pixels to 16 pixels"): its first block has stride 1 and
+its later 3x3 convolutions dilation 2, so the score maps keep stride 16.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet
+from torchvision.ops import FrozenBatchNorm2d
+
+from rfcn.errors import UserError
+
+_RESNETS = {
+    "resnet18": (resnet.resnet18, resnet.ResNet18_Weights),
+    "resnet34": (resnet.resnet34, resnet.ResNet34_Weights),
+    "resnet50": (resnet.resnet50, resnet.ResNet50_Weights),
+    "resnet101": (resnet.resnet101, resnet.ResNet101_Weights),
+    "resnet152": (resnet.resnet152, resnet.ResNet152_Weights),
+}
+
+
+class ResNetBackbone(nn.Module):
+    """``images (B, 3, H, W)`` -> ``conv4 (B, C4, H/16, W/16)``, ``conv5 (B, C5, H/s, W/s)``.
+
+    ``s`` (:attr:`stride`) is 16 with à trous conv5, else 32. ``C4`` is 256 (ResNet-18/34) or
+    1024, ``C5`` 512 or 2048.
+    """
+
+    def __init__(self, net: resnet.ResNet, atrous: bool) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(
+            net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3
+        )
+        self.conv5 = net.layer4
+        self.conv4_stride = 16
+        self.stride = 16 if atrous else 32
+        self.conv4_channels = _out_channels(net.layer3)
+        self.conv5_channels = _out_channels(net.layer4)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        conv4 = self.trunk(images)
+        return conv4, self.conv5(conv4)
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    last_block = layer[-1]
+    last_conv = last_block.conv3 if isinstance(last_block, resnet.Bottleneck) else last_block.conv2
+    return last_conv.out_channels
+
+
+def _dilate_basic_conv5(layer4: nn.Sequential) -> None:
+    """À trous conv5 for BasicBlock nets, which torchvision refuses to dilate.
+
+    Follows torchvision's rule for Bottleneck nets: the first block loses its stride and keeps
+    dilation 1 on its first 3x3 conv; every later 3x3 conv gets dilation 2 (padding 2, so the
+    map size is unchanged).
+    """
+    first = layer4[0]
+    first.conv1.stride = (1, 1)
+    first.downsample[0].stride = (1, 1)
+    dilated = [first.conv2] + [conv for block in layer4[1:] for conv in (block.conv1, block.conv2)]
+    for conv in dilated:
+        conv.dilation = (2, 2)
+        conv.padding = (2, 2)
+
+
+def _cached_imagenet_file(name: str) -> Path:
+    """torchvision's ImageNet weights for ``name`` from the local torch hub cache; never downloads.
+
+    IMAGENET1K_V1 (the classic recipe) is preferred when several are cached.
+    """
+    weights_enum = _RESNETS[name][1]
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    candidates = [checkpoints / os.path.basename(w.url) for w in weights_enum]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise UserError(
+        "model.pretrained",
+        f"'imagenet' weights for {name} are not in the local torch hub cache (looked for "
+        f"{', '.join(str(p) for p in candidates)}); nothing is downloaded at run time: copy "
+        "torchvision's file there, or set model.pretrained to the path of a ResNet state-dict file",
+    )
+
+
+def _load_state_dict(net: resnet.ResNet, path: Path) -> None:
+    """Load a torchvision ResNet state dict (the fc layer may be absent) with clear errors."""
+    if not path.is_file():
+        raise UserError(path, "pretrained weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(path, f"cannot read as a PyTorch state dict: {exc}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(path, "expected a torchvision ResNet state dict (parameter name -> tensor)")
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise UserError(path, f"weights do not fit this ResNet: {exc}") from None
+    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+    if missing or result.unexpected_keys:
+        raise UserError(
+            path,
+            "weights do not fit this ResNet "
+            f"(missing: {missing[:5]}, unexpected: {result.unexpected_keys[:5]})",
+        )
+
+
+def build_backbone(
+    name: str,
+    pretrained: str | None = None,
+    atrous: bool = True,
+    frozen_bn: bool = True,
+    freeze_at: int = 2,
+) -> ResNetBackbone:
+    """A ResNet backbone.
+
+    Args:
+        name: ``resnet18`` / ``34`` / ``50`` / ``101`` / ``152``.
+        pretrained: None (random init), ``"imagenet"`` (torchvision's weights from the local
+            torch hub cache) or the path of a torchvision ResNet state-dict file.
+        atrous: conv5 with stride 1 and dilation 2 (stride 16 maps); False keeps stride 32.
+        frozen_bn: BatchNorm with fixed statistics and affine parameters (the original code).
+        freeze_at: 0 trains everything, 1 freezes the stem, 2 the stem and conv2 (res2).
+    """
+    if name not in _RESNETS:
+        raise UserError("model.backbone", f"unknown backbone {name!r}")
+    if freeze_at not in (0, 1, 2):
+        raise UserError("model.freeze_at", f"must be 0, 1 or 2, got {freeze_at}")
+    constructor = _RESNETS[name][0]
+    norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    is_bottleneck = name not in ("resnet18", "resnet34")
+    dilate = [False, False, atrous and is_bottleneck]
+    net = constructor(weights=None, norm_layer=norm_layer, replace_stride_with_dilation=dilate)
+    if atrous and not is_bottleneck:
+        _dilate_basic_conv5(net.layer4)
+    if pretrained is not None:
+        path = _cached_imagenet_file(name) if pretrained == "imagenet" else Path(pretrained)
+        _load_state_dict(net, path)
+    stages = [(net.conv1, net.bn1), (net.layer1,)]
+    for module in (m for stage in stages[:freeze_at] for m in stage):
+        module.requires_grad_(False)
+    return ResNetBackbone(net, atrous)

@@ -1,0 +1,309 @@
+"""R-FCN (Dai, Li, He, Sun, NIPS 2016): the detector and :func:`build_model`.
+
+Shape and naming key (detectron2 style):
+
+    B             images in a batch; b indexes them
+    H, W          padded network-input size; (h_b, w_b) image b after resizing
+    "input pixels"   coordinates of the images the caller passed in
+    "network pixels" coordinates after the resize inside the model (``transform``)
+    C             foreground classes; C + 1 scores with background (label 0)
+    k             position-sensitive bins per side; A anchors per position
+    s             stride of conv5 and of the score maps: 16 (à trous, default) or 32
+    conv4         (B, C4, H/16, W/16), shared by the RPN and the head
+    conv5         (B, C5, H/s, W/s)
+    cls maps      (B, k²(C+1), H/s, W/s); channel (c k + i) k + j = class c, bin (i, j)
+    box maps      (B, 4Mk², H/s, W/s); M = 1 "agnostic", 2 "agnostic8", C "class"
+    proposals     [(P_b, 4)] x1, y1, x2, y2 in network pixels
+    rois          (K, 5) [b, x1, y1, x2, y2], K = sum of the RoIs of all images
+    class_logits  (K, C + 1)  voted (averaged) class scores
+    box_deltas    (K, M, 4)   voted box deltas (BoxCoder weights 10, 10, 5, 5)
+
+Raw outputs (``RFCNHead``), losses (``losses``) and post-processing (``postprocess``) live apart.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rfcn.config import ModelConfig
+from rfcn.modeling.anchors import AnchorGenerator
+from rfcn.modeling.backbone import ResNetBackbone, build_backbone
+from rfcn.modeling.losses import head_losses, ohem_select, per_roi_losses
+from rfcn.modeling.matching import Matcher
+from rfcn.modeling.postprocess import postprocess_detections
+from rfcn.modeling.rfcn_head import RFCNHead, box_slot_of_label
+from rfcn.modeling.roi_targets import assign_roi_targets
+from rfcn.modeling.rpn import RegionProposalNetwork, RPNHead
+from rfcn.modeling.transform import ImageBatch, RFCNTransform
+from rfcn.ops.box_coder import BoxCoder
+from rfcn.ops.boxes import clip_boxes, nonempty_boxes, scale_boxes
+
+TRAIN_PARTS = ("rpn", "head")
+
+
+class RFCN(nn.Module):
+    """The R-FCN detector, with torchvision's detection-model contract.
+
+    Args:
+        transform: resize / normalise / pad.
+        backbone: ResNet trunk (conv1-4) and conv5.
+        rpn: region proposal network on conv4.
+        head: position-sensitive score maps and voting on conv5.
+        head_box_coder: coder of the head's deltas.
+        roi_matcher: labels RoIs (fg IoU 0.5, bg in [bg_iou_low, 0.5)).
+        ohem: train the head on the ``ohem_batch_per_image`` hardest RoIs of all N (paper §2);
+            else on ``roi_batch_per_image`` sampled at ``roi_positive_fraction``.
+        box_loss_weight: lambda of paper Eq. (3).
+        score_thresh, nms_thresh, detections_per_img: inference settings.
+    """
+
+    def __init__(
+        self,
+        transform: RFCNTransform,
+        backbone: ResNetBackbone,
+        rpn: RegionProposalNetwork,
+        head: RFCNHead,
+        head_box_coder: BoxCoder,
+        roi_matcher: Matcher,
+        ohem: bool,
+        ohem_batch_per_image: int,
+        roi_batch_per_image: int,
+        roi_positive_fraction: float,
+        box_loss_weight: float,
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
+    ) -> None:
+        super().__init__()
+        self.transform = transform
+        self.backbone = backbone
+        self.rpn = rpn
+        self.head = head
+        self.head_box_coder = head_box_coder
+        self.roi_matcher = roi_matcher
+        self.ohem = ohem
+        self.ohem_batch_per_image = ohem_batch_per_image
+        self.roi_batch_per_image = roi_batch_per_image
+        self.roi_positive_fraction = roi_positive_fraction
+        self.box_loss_weight = box_loss_weight
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
+        self._train_parts: tuple[str, ...] = TRAIN_PARTS
+
+    @property
+    def train_parts(self) -> tuple[str, ...]:
+        """Which losses training computes: ``("rpn", "head")`` (end to end), ``("rpn",)`` or
+        ``("head",)`` (steps of the 4-step alternating training)."""
+        return self._train_parts
+
+    @train_parts.setter
+    def train_parts(self, parts: tuple[str, ...]) -> None:
+        parts = tuple(parts)
+        if not parts or any(part not in TRAIN_PARTS for part in parts):
+            raise ValueError(
+                f"train_parts must be a non-empty subset of {TRAIN_PARTS}, got {parts}"
+            )
+        self._train_parts = tuple(p for p in TRAIN_PARTS if p in parts)
+
+    def forward(
+        self,
+        images: list[Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+        proposals: list[Tensor] | None = None,
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """Training: losses ``{"loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box"}`` (those of
+        :attr:`train_parts`). Eval: ``[{"boxes": (N, 4), "labels": (N,), "scores": (N,)}]`` in
+        input pixels.
+
+        Args:
+            images: ``[(3, H_b, W_b)]`` float RGB in 0..1, sizes may differ.
+            targets: training only, ``[{"boxes": (G_b, 4) input pixels, "labels": (G_b,) 1..C}]``.
+            proposals: ``[(P_b, 4)]`` in input pixels, used instead of the RPN's.
+        """
+        if self.training and targets is None:
+            raise ValueError("training needs targets")
+        batch, scaled_targets = self.transform(images, targets if self.training else None)
+        conv4 = self.backbone.trunk(batch.tensor)
+        train_rpn = self.training and "rpn" in self.train_parts
+        train_head = self.training and "head" in self.train_parts
+        gt_boxes, gt_labels = _ground_truth(scaled_targets) if self.training else ([], [])
+        losses: dict[str, Tensor] = {}
+        if proposals is None or train_rpn:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and train_rpn):
+                rpn_proposals, rpn_losses = self.rpn(
+                    conv4, batch.image_sizes, gt_boxes if train_rpn else None
+                )
+            losses.update(rpn_losses)
+        if proposals is not None:
+            rpn_proposals = _to_network_pixels(proposals, batch)
+        if self.training and not train_head:
+            return losses
+        conv5 = self.backbone.conv5(conv4)
+        if train_head:
+            losses.update(self._head_losses(conv5, rpn_proposals, gt_boxes, gt_labels))
+            return losses
+        return self._detect(conv5, rpn_proposals, batch)
+
+    def _head_losses(
+        self,
+        conv5: Tensor,
+        proposals: list[Tensor],
+        gt_boxes: list[Tensor],
+        gt_labels: list[Tensor],
+    ) -> dict[str, Tensor]:
+        """Paper Eq. (3) over the sampled RoIs, or over the OHEM-selected hardest ones."""
+        sampling = None if self.ohem else (self.roi_batch_per_image, self.roi_positive_fraction)
+        targets = assign_roi_targets(
+            proposals, gt_boxes, gt_labels, self.roi_matcher, self.head_box_coder, sampling
+        )
+        class_logits, box_deltas = self.head(conv5, targets.rois)  # (K, C+1), (K, M, 4)
+        slots = box_slot_of_label(targets.labels, self.head.box_mode)  # (K,)
+        rows = torch.arange(slots.numel(), device=slots.device)
+        cls, box = per_roi_losses(
+            class_logits, targets.labels, box_deltas[rows, slots], targets.target_deltas
+        )
+        if self.ohem:
+            # Per image, the B RoIs with the largest classification + box loss (paper §2;
+            # lambda not applied, as the original code's OHEM annotator ranks raw losses).
+            total = cls + box
+            selected, start = [], 0
+            for count in targets.counts:
+                image_rows = ohem_select(total[start : start + count], self.ohem_batch_per_image)
+                selected.append(image_rows + start)
+                start += count
+            chosen = torch.cat(selected)
+        else:
+            chosen = rows
+        loss_cls, loss_box = head_losses(cls, box, chosen, self.box_loss_weight)
+        return {"loss_cls": loss_cls, "loss_box": loss_box}
+
+    def _detect(
+        self, conv5: Tensor, proposals: list[Tensor], batch: ImageBatch
+    ) -> list[dict[str, Tensor]]:
+        class_logits, box_deltas = self.head(conv5, _rois(proposals))
+        detections = postprocess_detections(
+            class_logits,
+            box_deltas,
+            proposals,
+            batch.image_sizes,
+            self.head_box_coder,
+            self.head.box_mode,
+            self.score_thresh,
+            self.nms_thresh,
+            self.detections_per_img,
+        )
+        boxes = self.transform.to_input_pixels([d["boxes"] for d in detections], batch)
+        for detection, image_boxes in zip(detections, boxes, strict=True):
+            detection["boxes"] = image_boxes
+        return detections
+
+    @torch.no_grad()
+    def propose(self, images: list[Tensor], num_proposals: int | None = None) -> list[Tensor]:
+        """RPN proposals ``[(P_b, 4)]`` in input pixels, at the test scale and test settings.
+
+        ``num_proposals`` (default: ``rpn_post_nms_test``) caps P_b after NMS.
+        """
+        batch, _ = self.transform(images, short_side=self.transform.min_size[-1])
+        conv4 = self.backbone.trunk(batch.tensor)
+        proposals, _ = self.rpn(
+            conv4, batch.image_sizes, post_nms_top_n=num_proposals, settings="test"
+        )
+        return self.transform.to_input_pixels(proposals, batch)
+
+    @torch.no_grad()
+    def score_maps(self, image: Tensor) -> dict[str, Tensor | float | int]:
+        """The position-sensitive class maps of one ``(3, H, W)`` image, at the test scale.
+
+        Returns ``{"cls_maps": (k²(C+1), h, w), "scale": network pixels per input pixel,
+        "stride": s}``; cell (y, x) of a map is centred near input pixel
+        ``((x + 0.5) s / scale, (y + 0.5) s / scale)``; channel layout as in the key above.
+        """
+        batch, _ = self.transform([image], short_side=self.transform.min_size[-1])
+        _, conv5 = self.backbone(batch.tensor)
+        cls_maps, _ = self.head.score_maps(conv5)
+        stride = self.backbone.stride
+        height, width = batch.image_sizes[0]
+        rows, cols = -(-height // stride), -(-width // stride)
+        scale_x, scale_y = batch.scales[0]
+        return {
+            "cls_maps": cls_maps[0, :, :rows, :cols],
+            "scale": (scale_x + scale_y) / 2,
+            "stride": stride,
+        }
+
+
+def _ground_truth(targets: list[dict[str, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
+    """Boxes ``[(G_b, 4)]`` and labels ``[(G_b,)]``, dropping boxes with no area (a zero-width
+    box would give infinite regression targets)."""
+    boxes, labels = [], []
+    for target in targets:
+        keep = nonempty_boxes(target["boxes"], 0.0)
+        boxes.append(target["boxes"][keep])
+        labels.append(target["labels"][keep].long())
+    return boxes, labels
+
+
+def _to_network_pixels(proposals: list[Tensor], batch: ImageBatch) -> list[Tensor]:
+    """Caller proposals in input pixels -> network pixels, clipped to the resized image."""
+    return [
+        clip_boxes(scale_boxes(p.to(batch.tensor.dtype), sx, sy), h, w)
+        for p, (sx, sy), (h, w) in zip(proposals, batch.scales, batch.image_sizes, strict=True)
+    ]
+
+
+def _rois(proposals: list[Tensor]) -> Tensor:
+    """``[(P_b, 4)]`` -> ``(K, 5)`` with the image index in column 0."""
+    return torch.cat(
+        [torch.cat((p.new_full((p.shape[0], 1), b), p), dim=1) for b, p in enumerate(proposals)]
+    )
+
+
+def build_model(cfg: ModelConfig) -> RFCN:
+    """Wire an :class:`RFCN` from the model config (the one place config meets modules)."""
+    backbone = build_backbone(
+        cfg.backbone, cfg.pretrained, cfg.atrous, cfg.frozen_bn, cfg.freeze_at
+    )
+    anchors = AnchorGenerator(cfg.anchor_sizes, cfg.anchor_ratios, backbone.conv4_stride)
+    rpn = RegionProposalNetwork(
+        RPNHead(backbone.conv4_channels, anchors.num_anchors),
+        anchors,
+        pre_nms_top_n={"train": cfg.rpn_pre_nms_train, "test": cfg.rpn_pre_nms_test},
+        post_nms_top_n={"train": cfg.rpn_post_nms_train, "test": cfg.rpn_post_nms_test},
+        nms_thresh=cfg.rpn_nms_thresh,
+        min_size=cfg.rpn_min_size,
+        fg_iou=cfg.rpn_fg_iou,
+        bg_iou=cfg.rpn_bg_iou,
+        batch_per_image=cfg.rpn_batch_per_image,
+        positive_fraction=cfg.rpn_positive_fraction,
+        box_weights=cfg.rpn_box_weights,
+    )
+    head = RFCNHead(
+        backbone.conv5_channels,
+        cfg.head_channels,
+        cfg.num_classes,
+        cfg.k,
+        cfg.box_mode,
+        spatial_scale=1.0 / backbone.stride,
+        ps_roi_mode=cfg.ps_roi_mode,
+    )
+    transform = RFCNTransform(
+        cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std
+    )
+    return RFCN(
+        transform,
+        backbone,
+        rpn,
+        head,
+        head_box_coder=BoxCoder(cfg.head_box_weights),
+        roi_matcher=Matcher(cfg.roi_fg_iou, cfg.roi_fg_iou, cfg.roi_bg_iou_low),
+        ohem=cfg.ohem,
+        ohem_batch_per_image=cfg.ohem_batch_per_image,
+        roi_batch_per_image=cfg.roi_batch_per_image,
+        roi_positive_fraction=cfg.roi_positive_fraction,
+        box_loss_weight=cfg.box_loss_weight,
+        score_thresh=cfg.score_thresh,
+        nms_thresh=cfg.nms_thresh,
+        detections_per_img=cfg.detections_per_img,
+    )

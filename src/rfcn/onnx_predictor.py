@@ -1,0 +1,86 @@
+"""Run an R-FCN exported by ``rfcn export`` with onnxruntime, numpy and PIL only (no torch).
+
+    predictor = OnnxPredictor("model.onnx")
+    detections = predictor("street.jpg")   # Detections, as rfcn.predictor.Predictor returns
+
+The exported graph holds the whole detector (resize, normalisation, backbone, RPN,
+position-sensitive head, NMS); it takes one ``(3, H, W)`` float32 image in 0..1 and returns
+boxes in that image's pixels. Class names and the training config travel in the model's
+metadata (see :mod:`rfcn.tools.export`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from rfcn.detections import Detections
+from rfcn.errors import UserError
+from rfcn.image_input import as_rgb_array, to_chw_float
+
+# Names shared with rfcn.tools.export, which writes them.
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("boxes", "scores", "labels")
+METADATA_CLASS_NAMES = "rfcn_class_names"
+METADATA_CONFIG = "rfcn_config"
+
+
+class OnnxPredictor:
+    """An exported model in an onnxruntime session.
+
+    Args:
+        path: the ``.onnx`` file.
+        score_threshold: detections below it are dropped.
+        providers: onnxruntime execution providers; default CPU.
+
+    Raises:
+        UserError: onnxruntime is missing, or the file is not an R-FCN ONNX export.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        score_threshold: float = 0.0,
+        providers: list[str] | None = None,
+    ) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError(
+                path, "running an ONNX model needs onnxruntime (pip install 'rfcn[onnx]')"
+            ) from None
+        if not os.path.isfile(path):
+            raise UserError(path, "file not found")
+        try:
+            self.session = onnxruntime.InferenceSession(
+                os.fspath(path), providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(path, f"not a loadable ONNX model: {first_line}") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_CLASS_NAMES not in metadata:
+            raise UserError(path, "not an rfcn export: the class names are missing from its metadata")
+        self.class_names: tuple[str, ...] = tuple(json.loads(metadata[METADATA_CLASS_NAMES]))
+        self.config: dict[str, Any] = json.loads(metadata.get(METADATA_CONFIG, "{}"))
+        self.score_threshold = score_threshold
+
+    def __call__(self, images: Any) -> Detections | list[Detections]:
+        """Detect objects in one image (path, PIL image, ``(H, W, 3)`` array) or a list of them."""
+        if isinstance(images, (list, tuple)):
+            return [self._detect(image) for image in images]
+        return self._detect(images)
+
+    def run_array(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's raw outputs for one ``(3, H, W)`` float32 image in 0..1."""
+        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: image})
+        return dict(zip(OUTPUT_NAMES, values, strict=True))
+
+    def _detect(self, image: Any) -> Detections:
+        outputs = self.run_array(to_chw_float(as_rgb_array(image)))
+        return Detections.from_arrays(
+            outputs["boxes"], outputs["scores"], outputs["labels"], self.class_names
+        ).above(self.score_threshold)

@@ -1,0 +1,55 @@
+"""Box geometry on ``(N, 4)`` float tensors of x1, y1, x2, y2 in continuous pixel coordinates.
+
+A box spans ``[x1, x2) x [y1, y2)``: its width is ``x2 - x1`` (no "+1"; the project's box
+convention, see the brief). Every function is vectorised and device-agnostic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Areas of ``(N, 4)`` boxes as ``(N,)``; inverted boxes count as empty."""
+    widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    return widths * heights
+
+
+def box_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
+    """Intersection over union of every pair: ``(N, 4)`` x ``(M, 4)`` -> ``(N, M)``.
+
+    A pair whose union is empty (two empty boxes) has IoU 0.
+    """
+    top_left = torch.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])  # (N, M, 2)
+    bottom_right = torch.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])  # (N, M, 2)
+    overlap = (bottom_right - top_left).clamp(min=0)
+    intersection = overlap[..., 0] * overlap[..., 1]
+    union = box_area(boxes_a)[:, None] + box_area(boxes_b)[None, :] - intersection
+    return torch.where(union > 0, intersection / union.clamp(min=torch.finfo(union.dtype).tiny), 0)
+
+
+def clip_boxes(boxes: Tensor, height: float | Tensor, width: float | Tensor) -> Tensor:
+    """Clamp ``(..., 4)`` boxes to the image ``[0, width] x [0, height]`` (a new tensor).
+
+    ``height`` and ``width`` may be numbers or tensors that broadcast against ``(..., 1)``.
+    """
+    limits = [torch.as_tensor(v, dtype=boxes.dtype, device=boxes.device) for v in (width, height)]
+    x = torch.minimum(boxes[..., 0::2].clamp(min=0), limits[0])
+    y = torch.minimum(boxes[..., 1::2].clamp(min=0), limits[1])
+    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def nonempty_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    """``(N,)`` bool: boxes whose width and height both exceed ``min_size`` (strictly when 0)."""
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    if min_size > 0:
+        return (widths >= min_size) & (heights >= min_size)
+    return (widths > 0) & (heights > 0)
+
+
+def scale_boxes(boxes: Tensor, scale_x: float, scale_y: float) -> Tensor:
+    """Multiply the x coordinates of ``(N, 4)`` boxes by ``scale_x``, the y ones by ``scale_y``."""
+    return boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])

@@ -1,0 +1,284 @@
+"""Position-sensitive RoI pooling (paper §2, Eq. 1), vectorised pure PyTorch.
+
+Shapes: features ``(B, k*k*D, H, W)``; rois ``(K, 5)`` rows ``[batch_index, x1, y1, x2, y2]`` in
+input-image pixels (continuous 0-based coordinates, the project's box convention); output
+``(K, D, k, k)``. Channel layout is class-major, as the original layer and torchvision: input
+channel ``(c * k + i) * k + j`` holds class ``c``, bin row ``i``, bin column ``j``, and only that
+channel feeds output ``[:, c, i, j]``.
+
+Mode ``"pool"`` — Eq. (1),
+``r_c(i, j) = 1/n * sum_{(x, y) in bin(i, j)} z_{i,j,c}(x + x0, y + y0)``, with the original
+R-FCN layer's bin arithmetic:
+
+* each RoI coordinate is rounded to the nearest image pixel (halves up, ``floor(v + 0.5)``; the
+  same as the original layer's C ``round`` for the non-negative coordinates of clipped boxes),
+  then multiplied by ``spatial_scale``;
+* no ``+1`` on the RoI end: the original layer took 0-based *inclusive* ends and added 1; our boxes
+  carry exclusive ends (``x2`` = inclusive end + 1, see the brief's VOC rule), so ``round(x2)`` is
+  already the original ``round(x2_inclusive) + 1`` and the same box gives the same bins;
+* RoI width/height in feature cells ``max(end - start, 0.1)`` (the original's guard against 0);
+* bin ``(i, j)`` spans rows ``floor(y0 + i*h/k) .. ceil(y0 + (i+1)*h/k)`` (end exclusive) and
+  columns ``floor(x0 + j*w/k) .. ceil(x0 + (j+1)*w/k)``, each clamped to ``[0, H]`` / ``[0, W]``
+  (as the original layer in forward and backward);
+* the average covers the in-map pixels of the bin; a bin with no in-map pixel gives 0.
+
+Bin sums come from a summed-area table (integral image) of the features, computed in float64 so
+that differences of large prefix sums keep float32 accuracy on large maps; the cost is O(K*D*k^2)
+gathers whatever the RoI size, and gradients flow through the cumulative sums.
+
+Mode ``"align"`` — bilinear, as torchvision's ``ps_roi_align`` / RoIAlign ``aligned=True``:
+RoI start/end ``v * spatial_scale - 0.5`` (no rounding, no minimum size); each bin averages
+``sampling_ratio**2`` bilinear samples at the centres of a regular sub-grid. A sample whose
+point lies outside ``[-1, H] x [-1, W]`` contributes 0 but still counts in the average; a point
+inside that band is clamped to the map (coordinates below 0 become 0, at or past the last
+row/column use that row/column), torchvision's convention.
+
+Coordinates are computed in float64 in both modes, so bin edges do not depend on the feature
+dtype. No gradient flows to ``rois``.
+
+Fast path: in eager mode on CPU or CUDA with float32/float64 features, ``"align"`` calls
+torchvision's compiled ``ps_roi_align`` (same convention; the tests check forward and backward
+against the pure-PyTorch path), which needs far less memory than gathering every sample. While
+exporting, tracing or compiling, and on other devices, the pure-PyTorch path runs.
+torchvision's ``ps_roi_pool`` is never used: it rounds in feature coordinates, forces a minimum
+size of one cell and clamps bin ends to ``H - 1`` in forward (so the last row and column are
+never pooled), none of which is Eq. (1) with the original layer's arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+MODES = ("pool", "align")
+
+# The original layer's lower bound on the RoI size in feature cells (avoids empty RoIs).
+_MIN_ROI_SIZE = 0.1
+
+
+def ps_roi_pool(
+    features: Tensor,
+    rois: Tensor,
+    output_size: int,
+    spatial_scale: float,
+    mode: str = "pool",
+    sampling_ratio: int = 2,
+) -> Tensor:
+    """Pool each RoI's k×k bins, bin (i, j) from its own channel group (paper Eq. 1).
+
+    Args:
+        features: ``(B, k*k*D, H, W)`` position-sensitive score maps, class-major channels.
+        rois: ``(K, 5)`` ``[batch_index, x1, y1, x2, y2]`` in input-image pixels.
+        output_size: k, bins per side.
+        spatial_scale: feature cells per input pixel (1/16 for a stride-16 map).
+        mode: ``"pool"`` (exact Eq. 1 average) or ``"align"`` (bilinear samples).
+        sampling_ratio: samples per bin side in ``"align"`` mode (>= 1); unused by ``"pool"``.
+
+    Returns:
+        ``(K, D, k, k)`` pooled scores, dtype of ``features``.
+    """
+    k = output_size
+    _check_arguments(features, rois, k, mode, sampling_ratio)
+    if mode == "pool":
+        return _pool_exact(features, rois, k, spatial_scale)
+    if _torchvision_align_applies(features):
+        return torchvision.ops.ps_roi_align(
+            features, rois.detach().to(features.dtype), k, spatial_scale, sampling_ratio
+        )
+    return _pool_bilinear(features, rois, k, spatial_scale, sampling_ratio)
+
+
+class PSRoIPool(nn.Module):
+    """Module form of :func:`ps_roi_pool`: ``(B, k*k*D, H, W), (K, 5) -> (K, D, k, k)``."""
+
+    def __init__(
+        self, output_size: int, spatial_scale: float, mode: str = "pool", sampling_ratio: int = 2
+    ) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.mode = mode
+        self.sampling_ratio = sampling_ratio
+
+    def forward(self, features: Tensor, rois: Tensor) -> Tensor:
+        return ps_roi_pool(
+            features, rois, self.output_size, self.spatial_scale, self.mode, self.sampling_ratio
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"mode={self.mode!r}, sampling_ratio={self.sampling_ratio}"
+        )
+
+
+def _check_arguments(
+    features: Tensor, rois: Tensor, k: int, mode: str, sampling_ratio: int
+) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if k < 1:
+        raise ValueError(f"output_size must be >= 1, got {k}")
+    if mode == "align" and sampling_ratio < 1:
+        raise ValueError(f"sampling_ratio must be >= 1, got {sampling_ratio}")
+    if features.dim() != 4 or features.shape[1] % (k * k) != 0:
+        raise ValueError(
+            f"features must be (B, k*k*D, H, W) with k={k}, got {tuple(features.shape)}"
+        )
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"rois must be (K, 5), got {tuple(rois.shape)}")
+
+
+def _torchvision_align_applies(features: Tensor) -> bool:
+    """Whether torchvision's compiled ``ps_roi_align`` can stand in for :func:`_pool_bilinear`.
+
+    Not while exporting, tracing or compiling (the op has no ONNX form), and only where
+    torchvision has kernels for the device and dtype.
+    """
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if torch.onnx.is_in_onnx_export():
+        return False
+    return features.device.type in ("cpu", "cuda") and features.dtype in (
+        torch.float32,
+        torch.float64,
+    )
+
+
+def _bin_major(features: Tensor, k: int) -> Tensor:
+    """``(B, k*k*D, H, W) -> (B, H, W, k*k, D)``: the D class scores read by one bin at one pixel
+    become one contiguous row, so each RoI gathers whole rows instead of scattered scalars."""
+    batch, channels, height, width = features.shape
+    by_class = features.view(batch, channels // (k * k), k * k, height, width)  # (B, D, k*k, H, W)
+    return by_class.permute(0, 3, 4, 2, 1)
+
+
+def _sum_separable_taps(
+    table: Tensor,
+    batch_index: Tensor,
+    rows: Tensor,
+    row_weights: Tensor,
+    cols: Tensor,
+    col_weights: Tensor,
+) -> Tensor:
+    """Weighted sum of table rows at every (row tap, column tap) pair of every bin.
+
+    Args:
+        table: ``(B, Hm, Wm, k*k, D)`` bin-major maps.
+        batch_index: ``(K,)`` int64 image of each RoI.
+        rows, row_weights: ``(K, k, T)`` pixel rows read by bin row i and their weights.
+        cols, col_weights: ``(K, k, T)`` pixel columns read by bin column j and their weights.
+
+    Returns:
+        ``(K, D, k, k)``: ``out[r, c, i, j] = sum_{p,q} row_weights[r, i, p] *
+        col_weights[r, j, q] * table[b_r, rows[r, i, p], cols[r, j, q], i*k + j, c]``.
+    """
+    _, map_height, map_width, bins, num_classes = table.shape
+    num_rois, k, taps = rows.shape
+    pixel = (batch_index.view(-1, 1, 1, 1, 1) * map_height + rows.view(-1, k, 1, taps, 1)) * (
+        map_width
+    ) + cols.view(-1, 1, k, 1, taps)  # (K, k, k, T, T)
+    bin_index = torch.arange(bins, device=table.device).view(1, k, k, 1, 1)
+    row_index = (pixel * bins + bin_index).reshape(-1)
+    values = table.reshape(-1, num_classes).index_select(0, row_index)
+    values = values.view(num_rois, k, k, taps * taps, num_classes)
+    weights = row_weights.view(-1, k, 1, taps, 1) * col_weights.view(-1, 1, k, 1, taps)
+    weights = weights.reshape(num_rois, k, k, taps * taps).to(table.dtype)
+    return torch.einsum("rijt,rijtd->rdij", weights, values)
+
+
+def _pool_exact(features: Tensor, rois: Tensor, k: int, spatial_scale: float) -> Tensor:
+    """Eq. (1) average over integer-pixel bins, from a float64 summed-area table."""
+    height, width = features.shape[-2:]
+    coords = rois[:, 1:].detach().to(torch.float64)
+    scaled = torch.floor(coords + 0.5) * spatial_scale  # (K, 4) x1, y1, x2, y2 in feature cells
+    x0, y0, x1, y1 = scaled.unbind(dim=1)
+    row_start, row_end = _integer_bin_edges(y0, y1, k, height)  # (K, k) each
+    col_start, col_end = _integer_bin_edges(x0, x1, k, width)
+
+    # table[b, y, x] = sum of bin-major maps over rows 0..y, columns 0..x: (B, H, W, k*k, D).
+    table = _bin_major(features, k).contiguous()
+    table = table.cumsum(dim=1, dtype=torch.float64).cumsum(dim=2)
+    rows, row_signs = _prefix_sum_taps(row_start, row_end)
+    cols, col_signs = _prefix_sum_taps(col_start, col_end)
+    bin_sum = _sum_separable_taps(
+        table, rois[:, 0].to(torch.int64), rows, row_signs, cols, col_signs
+    )  # (K, D, k, k)
+    area = (row_end - row_start).view(-1, 1, k, 1) * (col_end - col_start).view(-1, 1, 1, k)
+    area = area.to(torch.float64)  # (K, 1, k, k); 0 for bins wholly outside the map
+    pooled = torch.where(area > 0, bin_sum / area.clamp(min=1.0), torch.zeros_like(bin_sum))
+    return pooled.to(features.dtype)
+
+
+def _prefix_sum_taps(first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
+    """Taps that sum pixels ``first .. last-1`` from an inclusive prefix sum ``P`` along one axis.
+
+    The sum is ``P[last - 1] - P[first - 1]`` with ``P[-1] = 0``; a tap at -1 gets weight 0
+    (and index 0) instead of padding the table. ``first``/``last`` are ``(K, k)`` int64;
+    returns ``(K, k, 2)`` indices and float64 weights.
+    """
+    taps = torch.stack((first - 1, last - 1), dim=-1)
+    signs = torch.tensor([-1.0, 1.0], dtype=torch.float64, device=first.device).expand_as(taps)
+    weights = torch.where(taps >= 0, signs, torch.zeros_like(signs))
+    return taps.clamp(min=0), weights
+
+
+def _integer_bin_edges(start: Tensor, end: Tensor, k: int, size: int) -> tuple[Tensor, Tensor]:
+    """``(K, k)`` first and one-past-last pixel of each bin along one axis, clamped to [0, size].
+
+    ``start``/``end`` are ``(K,)`` float64 RoI edges in feature cells; same arithmetic order
+    as the original layer (``i * bin_size + start``) so edge cases round the same way.
+    """
+    bin_size = ((end - start).clamp(min=_MIN_ROI_SIZE) / k).unsqueeze(1)  # (K, 1)
+    index = torch.arange(k, dtype=torch.float64, device=start.device)
+    first = torch.floor(index * bin_size + start.unsqueeze(1))
+    last = torch.ceil((index + 1) * bin_size + start.unsqueeze(1))
+    first = first.clamp(min=0, max=size).to(torch.int64)
+    last = last.clamp(min=0, max=size).to(torch.int64)
+    return first, last
+
+
+def _pool_bilinear(
+    features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """Average of ``sampling_ratio**2`` bilinear samples per bin (RoIAlign, aligned=True)."""
+    height, width = features.shape[-2:]
+    coords = rois[:, 1:].detach().to(torch.float64) * spatial_scale - 0.5
+    x0, y0, x1, y1 = coords.unbind(dim=1)
+    rows, row_weights = _bilinear_taps(y0, y1, k, sampling_ratio, height)  # (K, k, 2s)
+    cols, col_weights = _bilinear_taps(x0, x1, k, sampling_ratio, width)
+    sample_sum = _sum_separable_taps(
+        _bin_major(features, k), rois[:, 0].to(torch.int64), rows, row_weights, cols, col_weights
+    )
+    return sample_sum / (sampling_ratio * sampling_ratio)
+
+
+def _bilinear_taps(
+    start: Tensor, end: Tensor, k: int, sampling_ratio: int, size: int
+) -> tuple[Tensor, Tensor]:
+    """Pixel indices and weights of the bilinear taps of each bin's samples along one axis.
+
+    ``start``/``end`` are ``(K,)`` float64 RoI edges in (half-pixel-shifted) feature
+    coordinates. Returns ``(K, k, 2*sampling_ratio)`` int64 indices and float64 weights: for
+    sample ``s`` of bin ``i``, taps ``2s`` (low pixel) and ``2s+1`` (high pixel). Samples outside
+    ``[-1, size]`` get weight 0 on both taps.
+    """
+    bin_size = ((end - start) / k).view(-1, 1, 1)  # (K, 1, 1)
+    bin_index = torch.arange(k, dtype=torch.float64, device=start.device).view(1, k, 1)
+    sample_index = torch.arange(sampling_ratio, dtype=torch.float64, device=start.device)
+    point = (
+        start.view(-1, 1, 1)
+        + bin_index * bin_size
+        + (sample_index + 0.5).view(1, 1, -1) * bin_size / sampling_ratio
+    )  # (K, k, s)
+    inside = ((point >= -1) & (point <= size)).to(torch.float64)
+    point = point.clamp(min=0)
+    low = torch.floor(point)
+    at_last = low >= size - 1
+    low = torch.where(at_last, torch.full_like(low, size - 1), low)
+    high = torch.where(at_last, low, low + 1)
+    frac = torch.where(at_last, torch.zeros_like(point), point - low)
+    indices = torch.stack((low, high), dim=-1).to(torch.int64).flatten(-2)  # (K, k, 2s)
+    weights = (torch.stack((1 - frac, frac), dim=-1) * inside.unsqueeze(-1)).flatten(-2)
+    return indices, weights

@@ -1,0 +1,360 @@
+"""``rfcn benchmark``: R-FCN against its Faster R-CNN "C4" counterpart, on one machine, in one run.
+
+The paper's claim (§4.1, Tables 1, 3 and 4) is speed at equal accuracy: R-FCN has no per-RoI
+subnetwork, so its test time hardly depends on the number of RoIs and is well below Faster
+R-CNN's with ResNet conv5 as a per-RoI head. This tool measures, with the same backbone, image
+size and RoIs for both detectors (random weights: speed does not depend on them):
+
+- the backbone alone (the floor) and each whole pipeline;
+- each head alone on exactly N random RoIs, for every N in ``--roi-counts``;
+- one training iteration with OHEM for each N in ``--train-roi-counts`` (paper Table 3);
+- peak memory of every case, and R-FCN under the fast-inference variants
+  (:mod:`rfcn.tools.fast_inference`): inference mode, channels-last, bf16, torch.compile,
+  batched images, with what bf16 changes in the detections.
+
+Times are medians (with IQR) of ``--repeats`` calls after ``--warmup`` calls; ratios are
+ratios of medians. The JSON records the machine and the settings beside the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from rfcn.config import ModelConfig
+from rfcn.errors import UserError
+from rfcn.modeling.rfcn import build_model
+from rfcn.tools.atomic_files import write_json
+from rfcn.tools.benchmark_cases import (
+    Budget,
+    fast_path_cases,
+    inference_cases,
+    median_ms,
+    random_targets,
+    training_case,
+)
+from rfcn.tools.c4_baseline import POOL_SIZE, build_c4_detector
+from rfcn.tools.timing import memory_method
+
+FORMAT_VERSION = 1
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+# The issue's targets on a CPU: (name, comparison, bound).
+TARGETS = (
+    ("rfcn_speedup_over_c4", ">=", 3.5),
+    ("rfcn_most_over_fewest_rois", "<=", 1.1),
+    ("rfcn_pipeline_over_backbone", "<=", 1.15),
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What one benchmark run measures. Defaults: the paper's ResNet-101 at 600 px."""
+
+    device: str = "cpu"
+    backbone: str = "resnet101"
+    size: int = 600  # shorter side of the network input (the input image is size x 4/3 size)
+    max_size: int = 1000
+    num_classes: int = 20
+    roi_counts: tuple[int, ...] = (300, 1000, 2000)
+    train_roi_counts: tuple[int, ...] = (300, 2000)
+    c4_training: bool = False  # C4 with OHEM keeps every RoI's conv5 activations: slow, large
+    warmup: int = 1
+    repeats: int = 5
+    batch_size: int = 2
+    compile: bool = False
+    seed: int = 0
+
+
+QUICK = {
+    "backbone": "resnet18",
+    "size": 224,
+    "max_size": 400,
+    "roi_counts": (50, 100, 200),
+    "train_roi_counts": (100, 200),
+    "c4_training": True,
+    "repeats": 2,
+}
+
+
+def describe_machine(device: torch.device) -> dict[str, Any]:
+    """The hardware and software the numbers come from."""
+    cpu_model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    machine: dict[str, Any] = {
+        "cpu_model": cpu_model,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model,
+    }
+    if hasattr(os, "getloadavg"):
+        machine["load_average_start"] = list(os.getloadavg())
+    return machine
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator
+
+
+def summarize_ratios(inference: dict[str, Any]) -> dict[str, Any]:
+    """Ratios of medians, side by side; RoI counts as string keys (JSON)."""
+    pipeline, head = inference["pipeline"], inference["head"]
+    counts = list(head["rfcn"])
+    fewest, most = counts[0], counts[-1]
+    backbone_ms = median_ms(inference["backbone"])
+    return {
+        "rfcn_speedup_over_c4": {
+            "pipeline": {
+                n: _ratio(median_ms(pipeline["c4"][n]), median_ms(pipeline["rfcn"][n]))
+                for n in pipeline["c4"]
+            },
+            "head": {
+                n: _ratio(median_ms(head["c4"][n]), median_ms(head["rfcn"][n])) for n in counts
+            },
+        },
+        "over_fewest_rois": {
+            "rfcn_pipeline": {
+                n: _ratio(median_ms(pipeline["rfcn"][n]), median_ms(pipeline["rfcn"][fewest]))
+                for n in counts
+            },
+            "rfcn_head": {
+                n: _ratio(median_ms(head["rfcn"][n]), median_ms(head["rfcn"][fewest]))
+                for n in counts
+            },
+            "c4_head": {
+                n: _ratio(median_ms(head["c4"][n]), median_ms(head["c4"][fewest])) for n in counts
+            },
+        },
+        "rfcn_pipeline_over_backbone": {
+            n: _ratio(median_ms(pipeline["rfcn"][n]), backbone_ms) for n in counts
+        },
+        "fewest_rois": fewest,
+        "most_rois": most,
+    }
+
+
+def check_targets(ratios: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets against the measured ratios (whole pipelines, most vs fewest RoIs)."""
+    fewest, most = ratios["fewest_rois"], ratios["most_rois"]
+    values = {
+        "rfcn_speedup_over_c4": ratios["rfcn_speedup_over_c4"]["pipeline"][fewest],
+        "rfcn_most_over_fewest_rois": ratios["over_fewest_rois"]["rfcn_pipeline"][most],
+        "rfcn_pipeline_over_backbone": ratios["rfcn_pipeline_over_backbone"][fewest],
+    }
+    checks = []
+    for name, comparison, bound in TARGETS:
+        value = values[name]
+        met = value >= bound if comparison == ">=" else value <= bound
+        checks.append({"name": name, "value": value, "target": f"{comparison} {bound}", "met": met})
+    return checks
+
+
+def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
+    """Measure everything :class:`BenchmarkSettings` asks for; returns the JSON-ready result."""
+    device = torch.device(settings.device)
+    budget = Budget(device, settings.warmup, settings.repeats)
+    machine = describe_machine(device)
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    cfg = ModelConfig(
+        backbone=settings.backbone,
+        num_classes=settings.num_classes,
+        min_size=(settings.size,),
+        max_size=settings.max_size,
+        rpn_post_nms_test=settings.roi_counts[0],
+    )
+    rfcn = build_model(cfg).to(device).eval()
+    c4 = build_c4_detector(rfcn, cfg).eval()
+    height, width = settings.size, settings.size * 4 // 3
+    images = [torch.rand(3, height, width, generator=generator).to(device)]
+    batch_images = [
+        torch.rand(3, height, width, generator=generator).to(device)
+        for _ in range(settings.batch_size)
+    ]
+    inference = inference_cases(rfcn, c4, images, settings.roi_counts, budget, generator)
+    targets = [
+        {
+            key: value.to(device)
+            for key, value in random_targets(
+                3, height, width, settings.num_classes, generator
+            ).items()
+        }
+    ]
+    training: dict[str, Any] = {"rfcn": {}, "c4": {}}
+    for count in settings.train_roi_counts:
+        key = str(count)
+        training["rfcn"][key] = training_case(rfcn, images, targets, count, budget)
+        if settings.c4_training:
+            training["c4"][key] = training_case(c4, images, targets, count, budget)
+    if settings.c4_training:
+        training["rfcn_speedup_over_c4"] = {
+            n: _ratio(median_ms(training["c4"][n]), median_ms(training["rfcn"][n]))
+            for n in training["rfcn"]
+        }
+    fast_path = fast_path_cases(
+        rfcn, images, batch_images, budget, generator, compile_backbone=settings.compile
+    )
+    ratios = summarize_ratios(inference)
+    if hasattr(os, "getloadavg"):
+        machine["load_average_end"] = list(os.getloadavg())
+    return {
+        "format_version": FORMAT_VERSION,
+        "machine": machine,
+        "settings": {
+            **asdict(settings),
+            "input_image_hw": [height, width],
+            "network_input_hw": inference.pop("network_input_hw"),
+            "k": cfg.k,
+            "memory_method": memory_method(device),
+            "c4_head": f"roi_pool {POOL_SIZE}x{POOL_SIZE} on conv4, conv5 stride 2 per RoI, "
+            "average pool, fc C+1 and fc 4C",
+            "inference": "torch.inference_mode, float32, NCHW (fast-path variants aside)",
+        },
+        "inference": inference,
+        "ratios": ratios,
+        "training": training,
+        "fast_path": fast_path,
+        "targets": check_targets(ratios),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text summary: medians in ms, ratios side by side, the targets."""
+    inference, ratios = result["inference"], result["ratios"]
+    lines = [
+        f"{result['settings']['backbone']} at {result['settings']['size']} px on "
+        f"{result['machine']['device_name']} ({result['machine']['torch_threads']} threads)",
+        f"backbone alone: {median_ms(inference['backbone']):.1f} ms",
+        f"{'RoIs':>6} {'R-FCN pipe':>11} {'C4 pipe':>9} {'R-FCN head':>11} {'C4 head':>9} "
+        f"{'C4/R-FCN head':>14}",
+    ]
+    for n, rfcn_head in inference["head"]["rfcn"].items():
+        c4_pipe = inference["pipeline"]["c4"].get(n)
+        lines.append(
+            f"{n:>6} {median_ms(inference['pipeline']['rfcn'][n]):>11.1f} "
+            f"{median_ms(c4_pipe) if c4_pipe else float('nan'):>9.1f} "
+            f"{median_ms(rfcn_head):>11.1f} {median_ms(inference['head']['c4'][n]):>9.1f} "
+            f"{ratios['rfcn_speedup_over_c4']['head'][n]:>14.2f}"
+        )
+    for name, per_count in result["training"].items():
+        if name in ("rfcn", "c4"):
+            for n, case in per_count.items():
+                lines.append(f"train {name} OHEM from {n} RoIs: {median_ms(case):.1f} ms/iter")
+    for name, case in result["fast_path"]["variants"].items():
+        lines.append(f"fast path {name}: {median_ms(case):.1f} ms ({case['speedup']:.2f}x)")
+    batched = result["fast_path"]["batched"]
+    lines.append(
+        f"batched {batched['images']} images: {batched['per_image_ms']:.1f} ms/image "
+        f"({batched['speedup_per_image']:.2f}x)"
+    )
+    for check in result["targets"]:
+        verdict = "met" if check["met"] else "NOT met"
+        lines.append(f"target {check['name']} {check['target']}: {check['value']:.2f} {verdict}")
+    return "\n".join(lines)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"RoI counts must be positive, got {text!r}")
+    return counts
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "benchmark",
+        help="time R-FCN against its Faster R-CNN C4 counterpart",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (resnet18, 224 px, RoIs 50/100/200, 2 repeats) unless flags say else",
+    )
+    parser.add_argument("--backbone", choices=RESNETS)
+    parser.add_argument("--size", type=_positive, help="shorter side of the network input")
+    parser.add_argument("--repeats", type=_positive, help="timed calls per case")
+    parser.add_argument("--warmup", type=_positive, help="untimed calls per case first")
+    parser.add_argument("--roi-counts", type=_counts, help="e.g. 300,1000,2000")
+    parser.add_argument("--train-roi-counts", type=_counts, help="e.g. 300,2000")
+    parser.add_argument(
+        "--c4-training",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time C4 training steps (default: only with --quick)",
+    )
+    parser.add_argument("--batch-size", type=_positive, help="images in the batched case")
+    parser.add_argument("--threads", type=_positive, help="torch.set_num_threads")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile of the backbone"
+    )
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
+    """Defaults, then ``--quick``'s sizes, then every flag given explicitly."""
+    settings = BenchmarkSettings(device=args.device, compile=args.compile)
+    if args.quick:
+        settings = replace(settings, **QUICK)
+    flags = {
+        "backbone": args.backbone,
+        "size": args.size,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "roi_counts": args.roi_counts,
+        "train_roi_counts": args.train_roi_counts,
+        "c4_training": args.c4_training,
+        "batch_size": args.batch_size,
+    }
+    settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    return replace(settings, max_size=max(settings.max_size, settings.size * 4 // 3 + 1))
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UserError(out, "the folder to write into does not exist")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device", "cuda was asked for but torch sees no CUDA device")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = run_benchmark(settings_from_args(args))
+    write_json(out, result)
+    print(format_table(result))
+    print(f"wrote {out}")
+    return 0

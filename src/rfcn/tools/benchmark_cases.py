@@ -1,0 +1,275 @@
+"""The measurements of ``rfcn benchmark``: each returns plain numbers ready for JSON.
+
+Every case times a closure with :func:`rfcn.tools.timing.time_call` (median and IQR after
+warm-up) and takes the peak memory of its last warm-up call. Inference runs under
+``torch.inference_mode`` in float32 with contiguous (NCHW) tensors unless a fast-path variant
+says otherwise; R-FCN and its C4 counterpart (:mod:`rfcn.tools.c4_baseline`) always run under
+the same settings, on the same images and the same RoIs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rfcn.config import TrainConfig
+from rfcn.engine.optim import build_optimizer
+from rfcn.modeling.rfcn import RFCN
+from rfcn.tools.fast_inference import (
+    autocast_submodules,
+    compile_submodules,
+    detection_agreement,
+    prepare_for_inference,
+)
+from rfcn.tools.timing import peak_memory_mib, time_call
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How each case is repeated, and where."""
+
+    device: torch.device
+    warmup: int
+    repeats: int
+
+
+def measure(fn: Callable[[], object], budget: Budget) -> dict[str, Any]:
+    """``{"time": TimingStats dict, "memory": {"peak_mib", "added_mib"} | None}`` of ``fn``.
+
+    The peak memory is read during the last warm-up call, so it costs no extra call.
+    """
+    if budget.warmup < 1:
+        raise ValueError("need at least one warm-up call (it also measures peak memory)")
+    for _ in range(budget.warmup - 1):
+        fn()
+    memory = peak_memory_mib(fn, budget.device)
+    stats = time_call(fn, budget.device, warmup=0, repeats=budget.repeats)
+    return {"time": stats.to_dict(), "memory": memory}
+
+
+def median_ms(result: dict[str, Any]) -> float:
+    return float(result["time"]["median_ms"])
+
+
+def random_boxes(count: int, height: int, width: int, generator: torch.Generator) -> Tensor:
+    """``(count, 4)`` boxes inside ``height x width``: centres uniform, sides log-uniform
+    from 16 px to the image side (the spread of RPN proposals)."""
+    centres = torch.rand(count, 2, generator=generator) * torch.tensor([width, height])
+    low, high = torch.log(torch.tensor(16.0)), torch.log(torch.tensor([width, height]).float())
+    sides = torch.exp(low + torch.rand(count, 2, generator=generator) * (high - low))
+    top_left = (centres - sides / 2).clamp(min=0)
+    bottom_right = torch.minimum(centres + sides / 2, torch.tensor([width, height]).float())
+    return torch.cat((top_left, bottom_right), dim=1)
+
+
+def random_targets(
+    count: int, height: int, width: int, num_classes: int, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Ground truth for a training step: ``count`` random boxes with random labels in 1..C."""
+    boxes = random_boxes(count, height, width, generator)
+    labels = torch.randint(1, num_classes + 1, (count,), generator=generator)
+    return {"boxes": boxes, "labels": labels}
+
+
+def set_proposal_count(model: RFCN, count: int, mode: str) -> None:
+    """RoIs the RPN keeps after NMS in ``mode`` ("train" or "test")."""
+    model.rpn.post_nms_top_n[mode] = count
+
+
+def inference_cases(
+    rfcn: RFCN,
+    c4: RFCN,
+    images: list[Tensor],
+    roi_counts: tuple[int, ...],
+    budget: Budget,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Backbone floor, whole pipelines and heads alone, for every RoI count.
+
+    - ``backbone``: conv1..conv5 of R-FCN on the transformed image (the floor);
+    - ``pipeline``: ``model(images)`` end to end (transform, backbone, RPN, head,
+      post-processing) with the RPN keeping ``N`` proposals; C4 at the first count only, as its
+      head alone shows how it grows; ``proposals`` is how many the RPN really kept (NMS can
+      leave fewer than N);
+    - ``head``: exactly ``N`` random RoIs fed to the part after conv4 that each detector runs
+      per image: R-FCN's conv5 + score maps + PS-RoI pooling + voting; C4's RoI pooling +
+      per-RoI conv5 + fc layers.
+    """
+    device = budget.device
+    results: dict[str, Any] = {"pipeline": {"rfcn": {}, "c4": {}}, "head": {"rfcn": {}, "c4": {}}}
+    with torch.inference_mode():
+        batch, _ = rfcn.transform(images)
+        results["network_input_hw"] = list(batch.tensor.shape[-2:])
+        results["backbone"] = measure(lambda: rfcn.backbone(batch.tensor), budget)
+        conv4 = rfcn.backbone.trunk(batch.tensor)
+        height, width = batch.image_sizes[0]
+        for count in roi_counts:
+            key = str(count)
+            for name, model in (("rfcn", rfcn), ("c4", c4)):
+                set_proposal_count(model, count, "test")
+                if name == "rfcn" or count == roi_counts[0]:
+                    result = measure(lambda model=model: model(images), budget)
+                    result["proposals"] = [len(p) for p in model.propose(images, count)]
+                    results["pipeline"][name][key] = result
+            boxes = random_boxes(count, height, width, generator)
+            rois = torch.cat((boxes.new_zeros(count, 1), boxes), dim=1).to(device)  # (N, 5)
+            for name, model in (("rfcn", rfcn), ("c4", c4)):
+                results["head"][name][key] = measure(
+                    lambda model=model: model.head(model.backbone.conv5(conv4), rois), budget
+                )
+    for model in (rfcn, c4):
+        set_proposal_count(model, roi_counts[0], "test")
+    return results
+
+
+def training_case(
+    model: RFCN,
+    images: list[Tensor],
+    targets: list[dict[str, Tensor]],
+    roi_count: int,
+    budget: Budget,
+) -> dict[str, Any]:
+    """One SGD iteration (forward with OHEM, backward, step) with the RPN keeping ``roi_count``
+    proposals per image, as the paper's Table 3. Runs on a copy: ``model`` is left as it was."""
+    trainee = copy.deepcopy(model).train()
+    set_proposal_count(trainee, roi_count, "train")
+    optimizer = build_optimizer(trainee.parameters(), TrainConfig())
+
+    def step() -> None:
+        losses = trainee(images, targets)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    result = measure(step, budget)
+    trainee.eval()
+    result["proposals"] = [len(p) for p in trainee.propose(images, roi_count)]
+    return result
+
+
+# Where nearly all the FLOPs are: the backbone, then the RPN's 3x3 conv and the head's convs.
+BACKBONE_MODULES = ("backbone.trunk", "backbone.conv5")
+CONV_MODULES = (*BACKBONE_MODULES, "rpn.head", "head.reduce", "head.cls_conv", "head.box_conv")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of running inference: grad mode, memory format, bf16 and compiled submodules."""
+
+    inference_mode: bool = True
+    channels_last: bool = False
+    bf16_modules: tuple[str, ...] = ()
+    compiled_modules: tuple[str, ...] = ()
+
+    def build(self, base: RFCN) -> RFCN:
+        """A prepared copy of ``base`` (left untouched)."""
+        model = prepare_for_inference(copy.deepcopy(base), channels_last=self.channels_last)
+        autocast_submodules(model, self.bf16_modules, torch.bfloat16)
+        compile_submodules(model, self.compiled_modules, dynamic=False)
+        return model
+
+    @contextlib.contextmanager
+    def grad_mode(self) -> Iterator[None]:
+        with torch.inference_mode() if self.inference_mode else torch.no_grad():
+            yield
+
+
+def fast_path_variants(device: torch.device, compile_backbone: bool) -> dict[str, Variant]:
+    """The variants :func:`fast_path_cases` measures; bf16 only where the hardware has it."""
+    variants = {
+        "no_grad": Variant(inference_mode=False),
+        "inference_mode": Variant(),
+        "channels_last": Variant(channels_last=True),
+    }
+    if device.type == "cuda" or torch.backends.mkldnn.is_available():
+        variants["bf16_backbone"] = Variant(bf16_modules=BACKBONE_MODULES)
+        variants["bf16_convs"] = Variant(bf16_modules=CONV_MODULES)
+        variants["channels_last_bf16_convs"] = Variant(channels_last=True, bf16_modules=CONV_MODULES)
+    if compile_backbone:
+        variants["compile"] = Variant(compiled_modules=BACKBONE_MODULES)
+    return variants
+
+
+def fast_path_cases(
+    rfcn: RFCN,
+    images: list[Tensor],
+    batch_images: list[Tensor],
+    budget: Budget,
+    generator: torch.Generator,
+    compile_backbone: bool,
+) -> dict[str, Any]:
+    """R-FCN's whole pipeline under each inference speed-up, and what bf16 changes.
+
+    Variants (:func:`fast_path_variants`): ``no_grad`` (plain eval), ``inference_mode`` (the
+    benchmark's reference), ``channels_last``, ``bf16_backbone`` (conv1..conv5 under autocast),
+    ``bf16_convs`` (also the RPN and head convs), ``channels_last_bf16_convs``, and with
+    ``compile_backbone`` ``compile`` (``torch.compile`` of the float32 backbone; its first call,
+    which compiles, is timed apart as ``compile_seconds``). ``speedup`` is the reference's
+    median over the variant's. ``batched`` times one call on ``len(batch_images)`` images and
+    reports it per image. ``bf16_agreement`` compares ``bf16_convs`` with the reference.
+    """
+    results: dict[str, Any] = {"variants": {}}
+    models: dict[str, RFCN] = {}
+    for name, variant in fast_path_variants(budget.device, compile_backbone).items():
+        model = variant.build(rfcn)
+        models[name] = model
+        result: dict[str, Any] = {}
+        with variant.grad_mode():
+            if variant.compiled_modules:
+                start = time.perf_counter()
+                model(images)
+                result["compile_seconds"] = time.perf_counter() - start
+            result.update(measure(lambda model=model: model(images), budget))
+        results["variants"][name] = result
+    reference_ms = median_ms(results["variants"]["inference_mode"])
+    for result in results["variants"].values():
+        result["speedup"] = reference_ms / median_ms(result)
+    reference = models["inference_mode"]
+    with torch.inference_mode():
+        batched = measure(lambda: reference(batch_images), budget)
+        batched["images"] = len(batch_images)
+        batched["per_image_ms"] = median_ms(batched) / len(batch_images)
+        batched["speedup_per_image"] = reference_ms / batched["per_image_ms"]
+        results["batched"] = batched
+        if "bf16_convs" in models:
+            results["bf16_agreement"] = bf16_agreement(
+                reference, models["bf16_convs"], images, generator
+            )
+    return results
+
+
+def bf16_agreement(
+    reference: RFCN, candidate: RFCN, images: list[Tensor], generator: torch.Generator
+) -> dict[str, Any]:
+    """What bf16 changes: final detections (matched by label and IoU, see
+    :func:`detection_agreement`) and, on the same 300 fixed RoIs, the class probabilities and
+    the decoded boxes of the head (network pixels), which NMS ranking cannot blur."""
+    detections = detection_agreement(reference(images), candidate(images))
+    batch, _ = reference.transform(images)
+    height, width = batch.image_sizes[0]
+    boxes = random_boxes(300, height, width, generator).to(batch.tensor.device)
+    rois = torch.cat((boxes.new_zeros(len(boxes), 1), boxes), dim=1)
+    outputs = []
+    for model in (reference, candidate):
+        _, conv5 = model.backbone(batch.tensor)
+        logits, deltas = model.head(conv5, rois)
+        outputs.append((logits.softmax(dim=1), model.head_box_coder.decode(deltas, boxes)))
+    (ref_probs, ref_boxes), (cand_probs, cand_boxes) = outputs
+    return {
+        "detections": detections,
+        "head_on_fixed_rois": {
+            "rois": len(boxes),
+            "max_probability_diff": float((ref_probs - cand_probs).abs().max()),
+            "max_box_diff_px": float((ref_boxes - cand_boxes).abs().max()),
+            "same_top_class_fraction": float(
+                (ref_probs.argmax(dim=1) == cand_probs.argmax(dim=1)).float().mean()
+            ),
+        },
+    }

@@ -1,0 +1,131 @@
+"""``rfcn detect``: images or folders in, annotated pictures and one JSON of detections each out.
+
+The weights are a checkpoint (``.pt``, run with PyTorch) or an ONNX export (``.onnx``, run
+with onnxruntime; that path never imports torch, so this module imports it lazily).
+
+Exit codes: 0 every image done; 1 some images could not be read (each named in a warning on
+stderr, the others done); 2 a user error that stops the run (bad weights, no images, none
+readable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rfcn.errors import UserError
+from rfcn.data.images import printable_path, read_rgb_array
+from rfcn.image_input import find_images
+from rfcn.tools.atomic_files import write_image, write_json
+
+EPILOG = (
+    "exit status: 0 all images done; 1 some images skipped (named in warnings); "
+    "2 nothing done (error message on stderr)"
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "detect",
+        help="detect objects in images with a checkpoint or an ONNX export",
+        description=__doc__.splitlines()[0].strip("`"),
+        epilog=EPILOG,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("--weights", required=True, help="checkpoint (.pt) or ONNX model (.onnx)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument(
+        "--score-threshold", type=float, default=0.5, help="drop detections below (default 0.5)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    images = find_images(args.paths)
+    if not images:
+        raise UserError(" ".join(map(str, args.paths)), "no image files found")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(out, "the output path exists and is not a folder")
+    predictor = load_predictor(args.weights, args.device, args.score_threshold)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = 0
+    for path, name in zip(images, output_names(images), strict=True):
+        try:
+            detect_one(predictor, path, out / name)
+        except UserError as exc:
+            print(f"warning: {exc} (skipped)", file=sys.stderr)
+            skipped += 1
+    done = len(images) - skipped
+    if done == 0:
+        raise UserError(args.paths[0], f"none of the {len(images)} images could be read")
+    print(f"wrote detections for {done} of {len(images)} images to {out}", file=sys.stderr)
+    return 1 if skipped else 0
+
+
+def load_predictor(weights: str, device: str, score_threshold: float) -> Any:
+    """An :class:`~rfcn.onnx_predictor.OnnxPredictor` for ``.onnx`` files, else a PyTorch one."""
+    if Path(weights).suffix.lower() == ".onnx":
+        from rfcn.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(weights, score_threshold, providers=onnx_providers(device))
+    from rfcn.engine.distributed import resolve_device
+    from rfcn.predictor import Predictor
+
+    try:
+        torch_device = resolve_device(device)
+    except UserError as exc:
+        raise UserError("--device", exc.problem) from None
+    return Predictor.from_checkpoint(weights, torch_device, score_threshold=score_threshold)
+
+
+def onnx_providers(device: str) -> list[str]:
+    """onnxruntime providers for a ``--device`` value: CUDA first where asked and available."""
+    import onnxruntime
+
+    wants_cuda = device == "auto" or device.startswith("cuda")
+    if wants_cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        raise UserError("--device", "this onnxruntime has no CUDA support")
+    return ["CPUExecutionProvider"]
+
+
+def detect_one(predictor: Any, path: Path, stem: Path) -> None:
+    """Detect in one image; write ``<stem>.jpg`` (boxes drawn) and ``<stem>.json``."""
+    from PIL import Image
+
+    from rfcn.tools.visualize import draw_detections
+
+    array = read_rgb_array(path)
+    detections = predictor(array)
+    picture = draw_detections(
+        Image.fromarray(array),
+        detections.boxes,
+        detections.labels,
+        detections.scores,
+        list(detections.class_names),
+    )
+    height, width = array.shape[:2]
+    record = {"image": printable_path(path), "width": width, "height": height, **detections.to_dict()}
+    write_image(stem.with_name(stem.name + ".jpg"), picture)
+    write_json(stem.with_name(stem.name + ".json"), record)
+
+
+def output_names(images: Sequence[Path]) -> list[str]:
+    """One output file stem per image: its own stem, numbered where two images share one."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in images:
+        name, number = path.stem, 1
+        while name in taken:
+            number += 1
+            name = f"{path.stem}-{number}"
+        taken.add(name)
+        names.append(name)
+    return names
+

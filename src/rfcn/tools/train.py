@@ -1,0 +1,59 @@
+"""``rfcn train``: train R-FCN from a YAML config (see :mod:`rfcn.engine.trainer`).
+
+Examples::
+
+    rfcn train --config configs/raccoon_r18_cpu.yaml --out runs/raccoon
+    rfcn train --config configs/raccoon_r18_cpu.yaml --out runs/raccoon --resume
+    rfcn train --config configs/voc0712_r101.yaml --set train.mode=alternating model.ohem=false
+    torchrun --nproc_per_node=8 -m rfcn.cli train --config configs/voc0712_r101.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rfcn.config import load_config
+from rfcn.engine.distributed import is_main_process
+from rfcn.engine.trainer import train
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a detector from a YAML config",
+        description=(
+            "Train R-FCN. Writes model_final.pt, last.pt (the training state), config.yaml, "
+            "metrics.jsonl and tensorboard/ into the output folder. Ctrl-C saves last.pt; "
+            "--resume continues from it exactly. Run under torchrun for multi-GPU/DDP."
+        ),
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, e.g. --set train.iterations=100 model.k=3",
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="output folder (default: the config's output_dir)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run saved in the output folder"
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = [item for group in args.overrides for item in group]
+    cfg = load_config(args.config, overrides)
+    result = train(cfg, args.out or cfg.output_dir, resume=args.resume, progress=args.progress)
+    if is_main_process():
+        print(f"trained in {result.seconds:.0f} s; weights: {result.checkpoint}", file=sys.stdout)
+    return 0

@@ -1,0 +1,246 @@
+"""Pictures of what the detector does: labelled boxes, loss curves, position-sensitive score maps.
+
+:func:`draw_detections` needs only numpy and PIL (``rfcn detect`` uses it on the ONNX path,
+which loads no torch); the figures are drawn with matplotlib's object API (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Colours that stay apart on most photographs; class ``label`` uses ``_PALETTE[label % n]``.
+_PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+)
+
+
+def to_pil_image(image: Any) -> Image.Image:
+    """An RGB PIL image from a PIL image, a ``(3, H, W)`` float tensor/array in 0..1, or an
+    ``(H, W, 3)`` uint8 array."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[2] != 3:
+        array = array.transpose(1, 2, 0)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    return Image.fromarray(array, "RGB")
+
+
+def class_colour(label: int) -> tuple[int, int, int]:
+    """The drawing colour of class ``label`` (1..C)."""
+    return _PALETTE[(label - 1) % len(_PALETTE)]
+
+
+def draw_detections(
+    image: Any,
+    boxes: Any,
+    labels: Any,
+    scores: Any,
+    class_names: Sequence[str],
+) -> Image.Image:
+    """Draw labelled boxes on a copy of ``image``.
+
+    Args:
+        image: PIL image, ``(3, H, W)`` float in 0..1 (tensor or array) or ``(H, W, 3)`` uint8.
+        boxes: ``(N, 4)`` x1, y1, x2, y2 in continuous pixels of ``image``.
+        labels: ``(N,)`` in 1..C; ``class_names[label - 1]`` is written on the box.
+        scores: ``(N,)`` in 0..1, written after the name; None writes the name only.
+        class_names: the C foreground class names.
+
+    Returns:
+        A new RGB PIL image; ``image`` is left unchanged.
+    """
+    canvas = to_pil_image(image).copy()
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    scores = None if scores is None else np.asarray(scores, dtype=np.float32).reshape(-1)
+    draw = ImageDraw.Draw(canvas)
+    side = min(canvas.size)
+    line_width = max(1, round(side / 250))
+    font = ImageFont.load_default(size=max(10, round(side / 40)))
+    for index in range(len(boxes)):
+        x1, y1, x2, y2 = boxes[index].tolist()
+        label = int(labels[index])
+        colour = class_colour(label)
+        # A box of continuous extent [x1, x2) covers pixel columns x1 .. x2 - 1.
+        draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=colour, width=line_width)
+        text = class_names[label - 1]
+        if scores is not None:
+            text = f"{text} {scores[index]:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        text_top = y1 - (bottom - top) - 2 if y1 - (bottom - top) - 2 >= 0 else y1
+        draw.rectangle(
+            (x1, text_top, x1 + right - left + 3, text_top + bottom - top + 2), fill=colour
+        )
+        brightness = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        draw.text(
+            (x1 + 2 - left, text_top + 1 - top),
+            text,
+            fill=(0, 0, 0) if brightness > 140 else (255, 255, 255),
+            font=font,
+        )
+    return canvas
+
+
+def image_grid(images: Sequence[Image.Image], columns: int, gap: int = 4) -> Image.Image:
+    """Tile images (row-major) into one white-gapped picture; each cell is the largest size."""
+    if not images:
+        raise ValueError("no images to tile")
+    cell_w = max(image.width for image in images)
+    cell_h = max(image.height for image in images)
+    columns = min(columns, len(images))
+    rows = math.ceil(len(images) / columns)
+    grid = Image.new(
+        "RGB", (columns * cell_w + (columns - 1) * gap, rows * cell_h + (rows - 1) * gap), "white"
+    )
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid.paste(image, (column * (cell_w + gap), row * (cell_h + gap)))
+    return grid
+
+
+def _figure_to_image(figure: Any) -> Image.Image:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def loss_figure(history: Sequence[dict[str, float]]) -> Image.Image:
+    """Loss curves: one line per ``loss*`` key of the per-log-step ``history`` records, against
+    their ``iteration``, and the total."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.add_subplot(1, 1, 1)
+    iterations = [record["iteration"] for record in history]
+    names = sorted({key for record in history for key in record if key.startswith("loss")})
+    for name in names:
+        axes.plot(iterations, [record.get(name, math.nan) for record in history], label=name)
+    if len(names) > 1 and "loss" not in names:
+        total = [sum(record.get(name, 0.0) for name in names) for record in history]
+        axes.plot(iterations, total, label="total", color="black", linewidth=2)
+    axes.set_xlabel("iteration")
+    axes.set_ylabel("loss")
+    axes.set_yscale("log")
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="upper right", fontsize=8)
+    axes.set_title("training losses")
+    figure.tight_layout()
+    return _figure_to_image(figure)
+
+
+def score_map_figure(
+    image: Image.Image,
+    class_name: str,
+    maps: np.ndarray,
+    map_stride: float,
+    rois: Sequence[dict[str, Any]],
+) -> Image.Image:
+    """The paper's Figures 3 and 4: one class's k×k position-sensitive score maps and RoI votes.
+
+    One row per RoI: the image with the RoI and its k×k bin grid; the k² score maps around
+    the RoIs, tile (i, j) showing map (i, j) with the RoI's bin (i, j) outlined (the only part
+    of that map the RoI pools, Eq. 1); the pooled k×k scores ``r_c(i, j)``; and the vote (their
+    mean, Eq. 2) with the class probability after the softmax over all classes.
+
+    Args:
+        image: the input image the RoIs are drawn on.
+        class_name: the class c the maps score.
+        maps: ``(k, k, h, w)`` class c's score maps, map (i, j) for bin row i, column j.
+        map_stride: input-image pixels per score-map cell (16 / the network's resize scale).
+        rois: per row ``{"title": str, "box": (x1, y1, x2, y2) input pixels,
+            "bins": (k, k) pooled scores, "vote": float, "probability": float}``.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    k = maps.shape[0]
+    # Show only the cells around the RoIs (one cell of margin), so the bins stay visible.
+    corners = np.array([roi["box"] for roi in rois], dtype=np.float64) / map_stride
+    row0 = max(int(np.floor(corners[:, 1].min())) - 1, 0)
+    col0 = max(int(np.floor(corners[:, 0].min())) - 1, 0)
+    row1 = min(int(np.ceil(corners[:, 3].max())) + 1, maps.shape[2])
+    col1 = min(int(np.ceil(corners[:, 2].max())) + 1, maps.shape[3])
+    crop = maps[:, :, row0:row1, col0:col1]
+    height, width = crop.shape[2:]
+    gap = 1
+    tiles = np.full((k * (height + gap) - gap, k * (width + gap) - gap), np.nan, np.float32)
+    for i in range(k):
+        for j in range(k):
+            tiles[i * (height + gap) : i * (height + gap) + height,
+                  j * (width + gap) : j * (width + gap) + width] = crop[i, j]  # fmt: skip
+    low, high = float(np.nanmin(crop)), float(np.nanmax(crop))
+    figure = Figure(figsize=(15, 4.2 * len(rois)), dpi=100)
+    grid = figure.add_gridspec(len(rois), 4, width_ratios=[1, 1.5, 0.8, 0.6])
+    for row, roi in enumerate(rois):
+        x1, y1, x2, y2 = (float(v) for v in roi["box"])
+        picture = figure.add_subplot(grid[row, 0])
+        picture.imshow(image)
+        for step in range(k + 1):
+            x = x1 + (x2 - x1) * step / k
+            y = y1 + (y2 - y1) * step / k
+            picture.plot([x, x], [y1, y2], color="yellow", linewidth=0.6)
+            picture.plot([x1, x2], [y, y], color="yellow", linewidth=0.6)
+        picture.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", lw=2))
+        picture.set_title(roi["title"], fontsize=10)
+        picture.axis("off")
+
+        montage = figure.add_subplot(grid[row, 1])
+        montage.imshow(tiles, cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
+        # RoI in score-map cells; bin (i, j) is outlined on tile (i, j).
+        cx1, cx2 = x1 / map_stride - col0, x2 / map_stride - col0
+        cy1, cy2 = y1 / map_stride - row0, y2 / map_stride - row0
+        for i in range(k):
+            for j in range(k):
+                tile_left, tile_top = j * (width + gap) - 0.5, i * (height + gap) - 0.5
+                montage.add_patch(
+                    Rectangle(
+                        (tile_left + cx1, tile_top + cy1), cx2 - cx1, cy2 - cy1,
+                        fill=False, color="white", lw=0.4, linestyle=":",
+                    )
+                )  # fmt: skip
+                left = tile_left + cx1 + (cx2 - cx1) * j / k
+                top = tile_top + cy1 + (cy2 - cy1) * i / k
+                montage.add_patch(
+                    Rectangle(
+                        (left, top), (cx2 - cx1) / k, (cy2 - cy1) / k,
+                        fill=False, color="red", lw=0.8,
+                    )
+                )  # fmt: skip
+        montage.set_title(f"{k}×{k} position-sensitive score maps of '{class_name}'", fontsize=10)
+        montage.axis("off")
+
+        pooled = figure.add_subplot(grid[row, 2])
+        pooled.imshow(roi["bins"], cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
+        pooled.set_title("pooled bins r_c(i, j)", fontsize=10)
+        pooled.set_xticks([])
+        pooled.set_yticks([])
+
+        vote = figure.add_subplot(grid[row, 3])
+        vote.axis("off")
+        text = f"vote (mean of bins)\n= {roi['vote']:.2f}\n\n"
+        text += f"p({class_name}) = {roi['probability']:.2f}"
+        vote.text(0.0, 0.5, text, fontsize=12, va="center")
+    figure.tight_layout()
+    return _figure_to_image(figure)

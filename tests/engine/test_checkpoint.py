@@ -1,0 +1,118 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from rfcn.config import Config, config_from_dict
+from rfcn.engine import checkpoint
+from rfcn.engine.checkpoint import (
+    load_checkpoint,
+    load_model,
+    load_weights,
+    model_state,
+    save_checkpoint,
+)
+from rfcn.errors import UserError
+from rfcn.modeling.rfcn import build_model
+
+
+def _small_config(num_classes: int) -> Config:
+    return config_from_dict(
+        {"model": {"backbone": "resnet18", "k": 3, "head_channels": 8, "num_classes": num_classes}}
+    )
+
+
+def _checkpoint(path: Path, num_classes: int) -> torch.nn.Module:
+    cfg = _small_config(num_classes)
+    model = build_model(cfg.model)
+    names = [f"class{i}" for i in range(num_classes)]
+    save_checkpoint(path, {**model_state(model, cfg, names), "iteration": 5})
+    return model
+
+
+def test_round_trip_rebuilds_the_model(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    trained = _checkpoint(path, 2)
+    model, cfg, class_names = load_model(path)
+    assert class_names == ["class0", "class1"]
+    assert cfg.model.num_classes == 2 and not model.training
+    for name, value in trained.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert load_checkpoint(path)["iteration"] == 5
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left
+
+
+def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {}, "config": {}, "format_version": 1, "iteration": 1})
+    before = path.read_bytes()
+
+    def broken_save(obj: object, stream: object) -> None:
+        stream.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"iteration": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_class_count_mismatch_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "voc.pt"
+    _checkpoint(path, 20)
+    with pytest.raises(UserError) as error:
+        load_model(path, cfg=_small_config(3))
+    assert error.value.source == str(path)
+    assert error.value.problem == (
+        "checkpoint has 21-way classifier (20 classes), config expects 4 (3 classes)"
+    )
+
+
+def test_structure_mismatch_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    _checkpoint(path, 2)
+    other = _small_config(2)
+    other.model.k = 5
+    with pytest.raises(UserError, match=r"model\.k=3, config has model\.k=5"):
+        load_model(path, cfg=other)
+
+
+def test_weights_that_do_not_fit_are_listed() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3))
+    weights = {"0.weight": torch.zeros(4, 2), "0.extra": torch.zeros(1)}
+    with pytest.raises(UserError) as error:
+        load_weights(model, weights, "w.pt")
+    problem = error.value.problem
+    assert "missing 0.bias" in problem
+    assert "unexpected 0.extra" in problem
+    assert "0.weight (4, 2) in checkpoint vs (3, 2) in model" in problem
+
+
+def test_missing_corrupt_and_foreign_files_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(1)}, foreign)
+    with pytest.raises(UserError, match="not an rfcn checkpoint"):
+        load_checkpoint(foreign)
+    old = tmp_path / "old.pt"
+    torch.save({"model": {}, "config": {}, "format_version": 0}, old)
+    with pytest.raises(UserError, match="format version 0"):
+        load_checkpoint(old)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple:
+        return (print, ("code ran while loading",))
+
+
+def test_loading_never_runs_code_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "format_version": 1, "x": _Payload()}, path)
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint(path)

@@ -1,0 +1,147 @@
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from rfcn.config import Config
+from rfcn.engine.checkpoint import load_checkpoint, load_model
+from rfcn.engine.stage_run import IterationEnd
+from rfcn.engine.trainer import train
+from rfcn.errors import UserError
+
+LOSSES = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def _interrupt_at(iteration: int, seen: dict) -> Callable[[IterationEnd], None]:
+    """A callback that keeps the weights of ``iteration``, then presses Ctrl-C."""
+
+    def callback(event: IterationEnd) -> None:
+        if event.iteration == iteration:
+            seen["weights"] = {k: v.clone() for k, v in event.model.state_dict().items()}
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def test_end_to_end_run_writes_its_folder(make_config: Callable, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="num_classes=20 replaced by the 2 classes"):
+        result = train(make_config(model={"num_classes": 20}), tmp_path, progress=False)
+    assert result.checkpoint == tmp_path / "model_final.pt"
+    assert [entry["iteration"] for entry in result.history] == [1, 2, 3, 4, 5, 6]
+    assert all(set(LOSSES) <= set(entry) for entry in result.history)
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == result.history
+    # lr: warm-up 0.5 -> 1 over 2 iterations, x0.1 from iteration 4 (0-based) on
+    assert [e["lr"] for e in result.history] == pytest.approx(
+        [0.005, 0.0075, 0.01, 0.01, 0.001, 0.001]
+    )
+    _, cfg, class_names = load_model(result.checkpoint)
+    assert sorted(class_names) == ["blue", "red"]
+    assert cfg.model.num_classes == 2  # from the data, not the config's 20
+    assert (tmp_path / "config.yaml").is_file()
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 6
+
+
+def test_resume_continues_exactly(make_config: Callable, tmp_path: Path) -> None:
+    cfg = make_config()
+    with _deterministic():
+        straight = train(cfg, tmp_path / "straight", progress=False)
+        seen: dict = {}
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "resumed", progress=False, callbacks=[_interrupt_at(3, seen)])
+        assert load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 3
+        resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert [e["iteration"] for e in resumed.history] == [4, 5, 6]
+    for ours, reference in zip(resumed.history, straight.history[3:], strict=True):
+        assert {k: ours[k] for k in LOSSES} == {k: reference[k] for k in LOSSES}
+    final_straight = load_checkpoint(straight.checkpoint)["model"]
+    final_resumed = load_checkpoint(resumed.checkpoint)["model"]
+    for name, value in final_straight.items():
+        assert torch.equal(final_resumed[name], value), name
+    logged = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in logged] == [1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_saves_the_interrupted_state(make_config: Callable, tmp_path: Path) -> None:
+    seen: dict = {}
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(), tmp_path, progress=False, callbacks=[_interrupt_at(2, seen)])
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["iteration"] == 2 and state["stage"] == "end_to_end"
+    assert {"optimizer", "scheduler", "rng"} <= set(state)
+    for name, value in seen["weights"].items():
+        assert torch.equal(state["model"][name], value), name
+    assert not (tmp_path / "model_final.pt").exists()
+
+
+def test_folder_with_a_run_needs_resume(make_config: Callable, tmp_path: Path) -> None:
+    cfg = make_config(train={"iterations": 1})
+    with pytest.raises(UserError, match="no training state to resume"):
+        train(cfg, tmp_path, resume=True, progress=False)
+    train(cfg, tmp_path, progress=False)
+    with pytest.raises(UserError, match="already holds a training run"):
+        train(cfg, tmp_path, progress=False)
+    changed = make_config(train={"iterations": 1}, model={"k": 5})
+    with pytest.raises(UserError, match=r"different model\.k"):
+        train(changed, tmp_path, resume=True, progress=False)
+
+
+def test_config_errors(make_config: Callable, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="must be positive, got 0"):
+        train(make_config(train={"checkpoint_every": 0}), tmp_path, progress=False)
+    with pytest.raises(UserError, match="needs CUDA"):
+        train(make_config(train={"amp": "bf16"}), tmp_path, progress=False)
+    wrong_count = make_config(data={"class_names": ["red", "blue"]}, model={"num_classes": 3})
+    with pytest.raises(UserError, match=r"data\.class_names lists 2 classes"):
+        train(wrong_count, tmp_path, progress=False)
+
+
+def test_diverged_loss_is_reported(make_config: Callable, tmp_path: Path) -> None:
+    cfg = make_config(train={"base_lr": 1e30, "warmup_iters": 0, "iterations": 3})
+    with pytest.raises(UserError, match="training diverged"):
+        train(cfg, tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_alternating_training_freezes_the_shared_convs(
+    make_config: Callable, tmp_path: Path
+) -> None:
+    # Trainable BatchNorm: frozen steps must keep its running statistics too.
+    cfg: Config = make_config(
+        train={"mode": "alternating", "iterations": 2}, model={"frozen_bn": False}
+    )
+    result = train(cfg, tmp_path, progress=False)
+    assert [e["stage"] for e in result.history] == [
+        stage for stage in ("step1_rpn", "step2_rfcn", "step3_rpn", "step4_rfcn") for _ in (1, 2)
+    ]
+    assert [e["iteration"] for e in result.history] == list(range(1, 9))
+    assert "loss_cls" not in result.history[0] and "loss_rpn_cls" not in result.history[2]
+    steps = {
+        name: load_checkpoint(tmp_path / f"{name}.pt")["model"]
+        for name in ("step1_rpn", "step2_rfcn", "step3_rpn", "step4_rfcn")
+    }
+    final = load_checkpoint(result.checkpoint)["model"]
+
+    def same(a: dict, b: dict, prefix: str) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+
+    trunk = "backbone.trunk.6."  # conv4 (res4), trained in steps 1 and 2
+    assert not same(steps["step1_rpn"], steps["step2_rfcn"], trunk)  # both train the trunk
+    assert same(steps["step2_rfcn"], final, "backbone.trunk.")  # frozen in steps 3 and 4
+    assert not same(steps["step2_rfcn"], steps["step3_rpn"], "rpn.")
+    assert same(steps["step3_rpn"], final, "rpn.")  # step 4 keeps step 3's RPN
+    assert same(steps["step2_rfcn"], steps["step3_rpn"], "head.")  # step 3 trains the RPN only
+    assert not same(steps["step3_rpn"], final, "head.")
+    assert steps["step4_rfcn"].keys() == final.keys()

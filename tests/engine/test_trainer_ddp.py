@@ -1,0 +1,64 @@
+"""DDP on CPU: two processes (gloo) train the tiny model; the replicas must stay identical."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from engine_fixtures import tiny_config
+
+from rfcn.engine.stage_run import IterationEnd
+from rfcn.engine.trainer import train
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, data_root: Path, out: Path) -> None:
+    """One torchrun-like process: the environment torchrun sets, then a plain ``train``."""
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
+    torch.set_num_threads(1)
+
+    def keep_weights(event: IterationEnd) -> None:
+        if event.iteration in (1, 3):
+            torch.save(event.model.state_dict(), out / f"rank{rank}_iter{event.iteration}.pt")
+
+    cfg = tiny_config(data_root, train={"iterations": 3, "images_per_batch": 4})
+    train(cfg, out / "run", progress=False, callbacks=[keep_weights])
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_keep_identical_replicas(tiny_voc: Path, tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(2, _free_port(), tiny_voc, tmp_path), nprocs=2, join=True)
+
+    def weights(rank: int, iteration: int) -> dict[str, torch.Tensor]:
+        return torch.load(tmp_path / f"rank{rank}_iter{iteration}.pt", weights_only=True)
+
+    first, last = weights(0, 1), weights(0, 3)
+    for iteration in (1, 3):
+        other = weights(1, iteration)
+        for name, value in weights(0, iteration).items():
+            assert torch.equal(other[name], value), (iteration, name)
+    changed = [name for name in last if not torch.equal(first[name], last[name])]
+    assert any(name.startswith("head.") for name in changed)
+    assert any(name.startswith("backbone.trunk.") for name in changed)
+    # only rank 0 writes the run's files
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "config.yaml",
+        "last.pt",
+        "metrics.jsonl",
+        "model_final.pt",
+    ]

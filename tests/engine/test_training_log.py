@@ -1,0 +1,55 @@
+import json
+from pathlib import Path
+
+import yaml
+
+from rfcn.config import Config
+from rfcn.engine.logging import TrainingLog, save_resolved_config, truncate_metrics
+
+
+def _entries(folder: Path) -> list[dict]:
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_record_appends_json_lines_with_speed(tmp_path: Path) -> None:
+    log = TrainingLog(
+        tmp_path, "end_to_end", 10, 0, 4, progress=False, tensorboard=False, enabled=True
+    )
+    log.window_start = (0, log.window_start[1] - 2.0)  # pretend 2 s passed
+    entry = log.record(5, 5, {"loss": 1.5, "lr": 0.1})
+    log.close()
+    (saved,) = _entries(tmp_path)
+    assert saved == entry
+    assert saved["stage"] == "end_to_end" and saved["iteration"] == 5 and saved["loss"] == 1.5
+    assert 9.0 < saved["images_per_s"] <= 10.0  # 5 iterations x 4 images in ~2 s
+
+
+def test_disabled_log_writes_nothing(tmp_path: Path) -> None:
+    log = TrainingLog(tmp_path, "s", 10, 0, 1, progress=False, tensorboard=True, enabled=False)
+    log.record(1, 1, {"loss": 1.0, "lr": 0.1})
+    log.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorboard_scalars_are_written(tmp_path: Path) -> None:
+    log = TrainingLog(tmp_path, "s", 10, 0, 1, progress=False, tensorboard=True, enabled=True)
+    log.record(1, 1, {"loss": 1.0, "lr": 0.1})
+    log.close()
+    assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_truncate_drops_later_and_torn_lines(tmp_path: Path) -> None:
+    lines = [json.dumps({"iteration": i, "loss": 1.0}) for i in (2, 4, 6)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"iteration": 8, "lo')
+    truncate_metrics(tmp_path, 4)
+    assert [e["iteration"] for e in _entries(tmp_path)] == [2, 4]
+
+
+def test_resolved_config_is_saved_as_yaml(tmp_path: Path) -> None:
+    cfg = Config()
+    cfg.data.class_names = ["raccoon"]
+    save_resolved_config(cfg, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["data"]["class_names"] == ["raccoon"]
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left

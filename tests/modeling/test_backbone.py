@@ -1,0 +1,86 @@
+import pytest
+import torch
+from torchvision.models import resnet18
+from torchvision.ops import FrozenBatchNorm2d
+
+from rfcn.errors import UserError
+from rfcn.modeling.backbone import build_backbone
+
+
+@pytest.mark.parametrize(("atrous", "stride"), [(True, 16), (False, 32)])
+def test_resnet18_strides_and_channels(atrous, stride):
+    backbone = build_backbone("resnet18", atrous=atrous).eval()
+    with torch.no_grad():
+        conv4, conv5 = backbone(torch.zeros(1, 3, 64, 96))
+    assert backbone.stride == stride
+    assert conv4.shape == (1, 256, 4, 6)
+    assert conv5.shape == (1, 512, 64 // stride, 96 // stride)
+    assert (backbone.conv4_channels, backbone.conv5_channels) == (256, 512)
+
+
+def test_basic_block_atrous_conv5_dilates_all_but_the_first_conv():
+    conv5 = build_backbone("resnet18", atrous=True).conv5
+    convs = [conv5[0].conv1, conv5[0].conv2, conv5[1].conv1, conv5[1].conv2]
+    assert [c.dilation for c in convs] == [(1, 1), (2, 2), (2, 2), (2, 2)]
+    assert conv5[0].downsample[0].stride == (1, 1) and conv5[0].conv1.stride == (1, 1)
+
+
+def test_frozen_bn_and_freeze_at():
+    backbone = build_backbone("resnet18", frozen_bn=True, freeze_at=2)
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    stem_conv, layer1 = backbone.trunk[0], backbone.trunk[4]
+    assert not stem_conv.weight.requires_grad
+    assert not any(p.requires_grad for p in layer1.parameters())
+    assert all(p.requires_grad for p in backbone.trunk[5].parameters())
+    trainable = build_backbone("resnet18", frozen_bn=False, freeze_at=0)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trainable.modules())
+    assert all(p.requires_grad for p in trainable.parameters())
+    with pytest.raises(UserError):
+        build_backbone("resnet18", freeze_at=3)
+
+
+def test_loads_a_torchvision_state_dict_file(tmp_path):
+    torch.manual_seed(0)
+    reference = resnet18()
+    path = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone("resnet18", pretrained=str(path), freeze_at=0)
+    torch.testing.assert_close(backbone.trunk[0].weight, reference.conv1.weight)
+    torch.testing.assert_close(backbone.conv5[1].conv2.weight, reference.layer4[1].conv2.weight)
+    torch.testing.assert_close(backbone.trunk[1].running_mean, reference.bn1.running_mean)
+
+
+def test_bad_weight_files_raise_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        build_backbone("resnet18", pretrained=str(tmp_path / "missing.pth"))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read"):
+        build_backbone("resnet18", pretrained=str(garbage))
+    wrong = tmp_path / "wrong.pth"
+    torch.save(resnet18().state_dict(), wrong)
+    with pytest.raises(UserError, match="do not fit"):
+        build_backbone("resnet34", pretrained=str(wrong))
+
+
+def test_imagenet_weights_missing_from_cache_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(UserError, match="not in the local torch hub cache"):
+        build_backbone("resnet18", pretrained="imagenet")
+
+
+def test_imagenet_weights_from_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    reference = resnet18()
+    torch.save(reference.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
+    backbone = build_backbone("resnet18", pretrained="imagenet")
+    torch.testing.assert_close(backbone.trunk[0].weight, reference.conv1.weight)
+
+
+def test_resnet50_atrous_uses_torchvision_dilation():
+    backbone = build_backbone("resnet50", atrous=True).eval()
+    with torch.no_grad():
+        conv4, conv5 = backbone(torch.zeros(1, 3, 64, 64))
+    assert conv4.shape == (1, 1024, 4, 4) and conv5.shape == (1, 2048, 4, 4)
+    assert backbone.conv5[1].conv2.dilation == (2, 2)

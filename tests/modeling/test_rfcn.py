@@ -1,0 +1,185 @@
+import pytest
+import torch
+
+from rfcn.config import ModelConfig
+from rfcn.modeling.rfcn import build_model
+
+NUM_CLASSES = 3
+
+
+def _tiny_config(**overrides) -> ModelConfig:
+    settings = {
+        "backbone": "resnet18",
+        "num_classes": NUM_CLASSES,
+        "k": 3,
+        "head_channels": 32,
+        "min_size": (128,),
+        "max_size": 192,
+        "rpn_pre_nms_train": 300,
+        "rpn_post_nms_train": 100,
+        "rpn_pre_nms_test": 200,
+        "rpn_post_nms_test": 50,
+        "ohem_batch_per_image": 16,
+        "roi_batch_per_image": 16,
+        "anchor_sizes": (32.0, 64.0, 128.0),
+    } | overrides
+    return ModelConfig(**settings)
+
+
+def _images_and_targets():
+    generator = torch.Generator().manual_seed(0)
+    images = [
+        torch.rand(3, 120, 160, generator=generator),
+        torch.rand(3, 96, 80, generator=generator),
+    ]
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 80.0, 90.0], [50.0, 50.0, 150.0, 110.0]]),
+            "labels": torch.tensor([1, 3]),
+        },
+        {"boxes": torch.tensor([[5.0, 5.0, 60.0, 40.0]]), "labels": torch.tensor([2])},
+    ]
+    return images, targets
+
+
+@pytest.mark.parametrize(
+    ("box_mode", "ohem"), [("agnostic", True), ("agnostic8", False), ("class", True)]
+)
+def test_one_training_step_gives_finite_losses_and_gradients(box_mode, ohem):
+    torch.manual_seed(0)
+    model = build_model(_tiny_config(box_mode=box_mode, ohem=ohem)).train()
+    images, targets = _images_and_targets()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    assert losses["loss_cls"].item() == pytest.approx(torch.log(torch.tensor(4.0)).item(), rel=0.1)
+    sum(losses.values()).backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable
+    for name, parameter in trainable:
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+
+
+def test_train_parts_select_the_losses():
+    torch.manual_seed(0)
+    model = build_model(_tiny_config()).train()
+    images, targets = _images_and_targets()
+    model.train_parts = ("rpn",)
+    assert set(model(images, targets)) == {"loss_rpn_cls", "loss_rpn_box"}
+    model.train_parts = ("head",)
+    proposals = [t["boxes"] + 2.0 for t in targets]
+    losses = model(images, targets, proposals=proposals)
+    assert set(losses) == {"loss_cls", "loss_box"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.rpn.parameters())
+    with pytest.raises(ValueError):
+        model.train_parts = ("rpn", "box")
+    with pytest.raises(ValueError):
+        model(images)  # training without targets
+
+
+def test_training_without_objects():
+    torch.manual_seed(0)
+    model = build_model(_tiny_config()).train()
+    images, _ = _images_and_targets()
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    losses = model(images, [empty, empty])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_box"].item() == 0.0 and losses["loss_rpn_box"].item() == 0.0
+
+
+def test_eval_outputs_for_a_batch_of_different_sizes():
+    torch.manual_seed(0)
+    model = build_model(_tiny_config(score_thresh=0.0)).eval()
+    images, _ = _images_and_targets()
+    with torch.no_grad():
+        detections = model(images)
+    assert len(detections) == 2
+    for detection, image in zip(detections, images, strict=True):
+        assert set(detection) == {"boxes", "labels", "scores"}
+        count = detection["boxes"].shape[0]
+        assert 0 < count <= 100
+        assert detection["boxes"].shape == (count, 4) and detection["boxes"].dtype == torch.float32
+        assert detection["labels"].dtype == torch.int64 and detection["scores"].shape == (count,)
+        assert detection["labels"].min() >= 1 and detection["labels"].max() <= NUM_CLASSES
+        assert (detection["scores"][:-1] >= detection["scores"][1:]).all()
+        height, width = image.shape[1:]
+        boxes = detection["boxes"]
+        assert boxes.min() >= 0 and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+
+
+def test_inference_mode_channels_last_and_given_proposals_agree():
+    torch.manual_seed(0)
+    model = build_model(_tiny_config(score_thresh=0.0)).eval()
+    images, _ = _images_and_targets()
+    proposals = model.propose(images)
+    assert [p.shape[1] for p in proposals] == [4, 4]
+    assert all(0 < p.shape[0] <= 50 for p in proposals)
+    assert len(model.propose(images, num_proposals=5)[0]) == 5
+    with torch.no_grad():
+        reference = model(images, proposals=proposals)
+    with torch.inference_mode():
+        plain = model(images)
+        channels_last = model.to(memory_format=torch.channels_last)(images)
+    for a, b, c in zip(reference, plain, channels_last, strict=True):
+        torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(a["scores"], c["scores"], atol=1e-5, rtol=1e-4)
+        assert torch.equal(a["labels"], b["labels"])
+
+
+def test_score_maps_for_visualisation():
+    model = build_model(_tiny_config()).eval()
+    maps = model.score_maps(torch.rand(3, 100, 150))
+    # 100x150 -> 128x192 at stride 16: 8 x 12 cells; k²(C+1) = 9 * 4 channels
+    assert maps["cls_maps"].shape == (36, 8, 12)
+    assert maps["stride"] == 16
+    assert maps["scale"] == pytest.approx(1.28)
+
+
+@pytest.mark.parametrize(("box_mode", "box_channels"), [("agnostic", 196), ("agnostic8", 392)])
+def test_paper_model_resnet101_k7_21_classes(box_mode, box_channels):
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(
+            ModelConfig(backbone="resnet101", num_classes=20, k=7, box_mode=box_mode)
+        )
+    assert model.head.cls_conv.out_channels == 1029  # 7 * 7 * 21
+    assert model.head.box_conv.out_channels == box_channels
+    count = sum(p.numel() for p in model.parameters())
+    print(f"R-FCN ResNet-101 k=7 21 classes {box_mode}: {count:,} parameters")
+    assert count == {"agnostic": 50_490_806, "agnostic8": 50_691_706}[box_mode]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_and_eval():
+    torch.manual_seed(0)
+    model = build_model(_tiny_config()).cuda().train()
+    images, targets = _images_and_targets()
+    images = [i.cuda() for i in images]
+    targets = [{k: v.cuda() for k, v in t.items()} for t in targets]
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    with torch.inference_mode():
+        detections = model.eval()(images)
+    assert detections[0]["boxes"].is_cuda
+
+
+def test_eval_under_bfloat16_autocast_returns_float32():
+    torch.manual_seed(0)
+    model = build_model(_tiny_config()).eval()
+    images, _ = _images_and_targets()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        detections = model(images)
+    assert all(d["boxes"].dtype == d["scores"].dtype == torch.float32 for d in detections)
+
+
+def test_stride_32_model_without_atrous():
+    torch.manual_seed(0)
+    model = build_model(_tiny_config(atrous=False, score_thresh=0.0))
+    assert model.backbone.stride == 32 and model.head.spatial_scale == 1 / 32
+    images, targets = _images_and_targets()
+    losses = model.train()(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    with torch.no_grad():
+        assert len(model.eval()(images)[1]["boxes"]) > 0

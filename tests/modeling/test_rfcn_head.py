@@ -1,0 +1,35 @@
+import torch
+
+from rfcn.modeling.rfcn_head import RFCNHead, box_slot_of_label
+
+
+def test_channel_counts_per_box_mode():
+    for mode, channels in (("agnostic", 4 * 9), ("agnostic8", 8 * 9), ("class", 4 * 9 * 5)):
+        head = RFCNHead(64, 32, num_classes=5, k=3, box_mode=mode, spatial_scale=1 / 16)
+        assert head.cls_conv.out_channels == 9 * 6
+        assert head.box_conv.out_channels == channels
+
+
+def test_voting_averages_the_bins():
+    k, num_classes = 3, 2
+    head = RFCNHead(8, 4, num_classes=num_classes, k=k, box_mode="agnostic", spatial_scale=1.0)
+    # Score maps that are constant per channel: bin (i, j) of class c pools exactly its value.
+    values = torch.arange(k * k * (num_classes + 1), dtype=torch.float32)
+    maps = values.view(1, -1, 1, 1).expand(1, -1, 6, 6).contiguous()
+    rois = torch.tensor([[0.0, 0.0, 0.0, 6.0, 6.0]])
+    voted = head.vote(maps, rois)
+    per_class = values.view(num_classes + 1, k * k)
+    torch.testing.assert_close(voted, per_class.mean(dim=1, keepdim=True).T)
+    torch.testing.assert_close(voted[0, 1], torch.tensor(sum(range(9, 18)) / 9.0))
+
+
+def test_forward_shapes_and_box_slots():
+    head = RFCNHead(16, 8, num_classes=4, k=3, box_mode="class", spatial_scale=1 / 16)
+    conv5 = torch.randn(2, 16, 5, 7)
+    rois = torch.tensor([[0.0, 0.0, 0.0, 40.0, 40.0], [1.0, 10.0, 5.0, 100.0, 70.0]])
+    logits, deltas = head(conv5, rois)
+    assert logits.shape == (2, 5) and deltas.shape == (2, 4, 4)
+    labels = torch.tensor([0, 1, 4])
+    assert box_slot_of_label(labels, "class").tolist() == [0, 0, 3]
+    assert box_slot_of_label(labels, "agnostic8").tolist() == [0, 1, 1]
+    assert box_slot_of_label(labels, "agnostic").tolist() == [0, 0, 0]

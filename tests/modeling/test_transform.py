@@ -1,0 +1,40 @@
+import torch
+
+from rfcn.modeling.transform import RFCNTransform
+
+
+def _transform(min_size=(60,), max_size=100, divisible=32):
+    return RFCNTransform(min_size, max_size, divisible, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_resize_pad_and_normalise():
+    transform = _transform().eval()
+    images = [torch.full((3, 30, 40), 0.75), torch.full((3, 50, 20), 0.5)]
+    batch, _ = transform(images)
+    # 30x40 -> shorter side 60: 60x80; 50x20 -> 150x60 capped by max 100: 100x40
+    assert batch.image_sizes == [(60, 80), (100, 40)]
+    assert batch.original_sizes == [(30, 40), (50, 20)]
+    assert batch.tensor.shape == (2, 3, 128, 96)  # padded to multiples of 32
+    torch.testing.assert_close(batch.tensor[0, :, :60, :80], torch.full((3, 60, 80), 1.0))
+    assert batch.tensor[0, :, 60:].abs().sum() == 0 and batch.tensor[0, :, :, 80:].abs().sum() == 0
+    torch.testing.assert_close(batch.tensor[1, :, :100, :40], torch.zeros(3, 100, 40))
+    assert batch.scales == [(2.0, 2.0), (2.0, 2.0)]
+
+
+def test_targets_are_scaled_and_detections_mapped_back():
+    transform = _transform().eval()
+    image = torch.rand(3, 30, 45)
+    boxes = torch.tensor([[3.0, 6.0, 30.0, 27.0]])
+    batch, targets = transform([image], [{"boxes": boxes, "labels": torch.tensor([1])}])
+    assert batch.image_sizes == [(60, 90)]
+    torch.testing.assert_close(targets[0]["boxes"], boxes * 2)
+    assert targets[0]["labels"].tolist() == [1]
+    back = transform.to_input_pixels([targets[0]["boxes"] + torch.tensor([0, 0, 100, 0])], batch)
+    torch.testing.assert_close(back[0], torch.tensor([[3.0, 6.0, 45.0, 27.0]]))  # clipped
+
+
+def test_training_picks_a_listed_size():
+    transform = _transform(min_size=(40, 60, 80), max_size=1000).train()
+    seen = {transform([torch.rand(3, 20, 20)])[0].image_sizes[0][0] for _ in range(30)}
+    assert seen == {40, 60, 80}
+    assert transform.eval()([torch.rand(3, 20, 20)])[0].image_sizes[0] == (80, 80)

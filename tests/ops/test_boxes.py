@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from rfcn.ops.boxes import box_area, box_iou, clip_boxes, nonempty_boxes, scale_boxes
+
+
+def test_box_iou_hand_worked_example():
+    # a: 10 x 10 at origin; b: shifted by (5, 5) -> overlap 5 x 5 = 25, union 100 + 100 - 25.
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    b = torch.tensor([[5.0, 5.0, 15.0, 15.0], [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 40.0]])
+    iou = box_iou(a, b)
+    assert iou.shape == (1, 3)
+    torch.testing.assert_close(iou, torch.tensor([[25.0 / 175.0, 1.0, 0.0]]))
+
+
+def test_box_iou_contained_box_and_empty_boxes():
+    outer = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    inner = torch.tensor([[1.0, 1.0, 3.0, 2.0]])  # area 2 inside area 16
+    torch.testing.assert_close(box_iou(outer, inner), torch.tensor([[2.0 / 16.0]]))
+    empty = torch.tensor([[3.0, 3.0, 3.0, 3.0]])
+    assert box_iou(empty, empty).item() == 0.0
+    assert box_iou(torch.zeros(0, 4), outer).shape == (0, 1)
+
+
+def test_box_area_counts_inverted_boxes_as_empty():
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 3.0], [5.0, 5.0, 4.0, 8.0]])
+    torch.testing.assert_close(box_area(boxes), torch.tensor([6.0, 0.0]))
+
+
+def test_clip_boxes_with_numbers_and_per_row_tensors():
+    boxes = torch.tensor([[-5.0, -1.0, 50.0, 20.0], [3.0, 4.0, 8.0, 9.0]])
+    expected = torch.tensor([[0.0, 0.0, 30.0, 20.0], [3.0, 4.0, 8.0, 9.0]])
+    torch.testing.assert_close(clip_boxes(boxes, 20, 30), expected)
+    per_row = clip_boxes(boxes, torch.tensor([[10.0], [5.0]]), torch.tensor([[30.0], [6.0]]))
+    torch.testing.assert_close(
+        per_row, torch.tensor([[0.0, 0.0, 30.0, 10.0], [3.0, 4.0, 6.0, 5.0]])
+    )
+
+
+def test_nonempty_boxes_with_and_without_min_size():
+    boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 5.0], [0.0, 0.0, 16.0, 20.0]])
+    assert nonempty_boxes(boxes, 0.0).tolist() == [True, False, True]
+    assert nonempty_boxes(boxes, 16.0).tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize(("sx", "sy"), [(2.0, 0.5), (1.0, 1.0)])
+def test_scale_boxes(sx, sy):
+    boxes = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    torch.testing.assert_close(
+        scale_boxes(boxes, sx, sy), torch.tensor([[sx, 2 * sy, 3 * sx, 4 * sy]])
+    )

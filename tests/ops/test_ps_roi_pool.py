@@ -1,0 +1,274 @@
+"""Position-sensitive RoI pooling against float64 loops, hand-worked numbers, gradcheck, ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from ps_roi_reference import (
+    reference_original_layer,
+    reference_ps_roi_align,
+    reference_ps_roi_pool,
+)
+from torch import Tensor
+
+from rfcn.ops import ps_roi_pool as ps_roi_pool_module
+from rfcn.ops.ps_roi_pool import PSRoIPool, ps_roi_pool
+
+MODES = ("pool", "align")
+
+
+@pytest.fixture(params=["pool", "align", "align-torchvision"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The mode under test; plain "align" forces the pure-PyTorch path, "align-torchvision"
+    keeps the eager fast path through torchvision's kernel."""
+    _use_fast_path(monkeypatch, request.param == "align-torchvision")
+    return request.param.split("-")[0]
+
+
+def _use_fast_path(monkeypatch: pytest.MonkeyPatch, enabled: bool) -> None:
+    monkeypatch.setattr(ps_roi_pool_module, "_torchvision_align_applies", lambda _: enabled)
+
+
+def _reference(features: Tensor, rois: Tensor, k: int, scale: float, mode: str) -> Tensor:
+    if mode == "pool":
+        return reference_ps_roi_pool(features, rois, k, scale)
+    return reference_ps_roi_align(features, rois, k, scale, sampling_ratio=2)
+
+
+def _mixed_rois(height: int, width: int, stride: int) -> Tensor:
+    """RoIs in image pixels over a (height, width) map of the given stride: inside, partly and
+    wholly outside, sub-pixel, huge, inverted, on two batch images."""
+    img_h, img_w = height * stride, width * stride
+    return torch.tensor(
+        [
+            [0, 3.3, 5.7, 40.2, 30.9],  # inside
+            [1, 0.0, 0.0, img_w, img_h],  # the whole image
+            [1, -25.0, -13.4, 20.6, 17.2],  # partly outside, top-left
+            [0, img_w - 10.0, img_h - 7.5, img_w + 30.0, img_h + 22.0],  # partly outside
+            [1, img_w + 5.0, 2.0, img_w + 60.0, 30.0],  # wholly outside
+            [0, 17.2, 9.6, 17.5, 9.8],  # sub-pixel
+            [1, 11.0, 12.0, 11.0, 12.0],  # zero size
+            [0, 30.0, 20.0, 10.0, 5.0],  # inverted
+            [1, -500.0, -400.0, img_w + 700.0, img_h + 300.0],  # huge
+            [0, 8.5, 4.5, 24.5, 16.5],  # half-pixel coordinates
+        ],
+        dtype=torch.float64,
+    )
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_matches_float64_loop(mode: str, k: int) -> None:
+    generator = torch.Generator().manual_seed(k)
+    height, width, stride = 9, 11, 4
+    features = torch.randn(2, k * k * 2, height, width, generator=generator, dtype=torch.float64)
+    rois = _mixed_rois(height, width, stride)
+    expected = _reference(features, rois, k, 1 / stride, mode)
+    actual = ps_roi_pool(features, rois, k, 1 / stride, mode)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    # float32 features (float32 RoIs too) give the same bins, to float32 accuracy.
+    actual32 = ps_roi_pool(features.float(), rois.float(), k, 1 / stride, mode)
+    assert actual32.dtype == torch.float32
+    torch.testing.assert_close(actual32, expected.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [1, 3])
+def test_align_sampling_ratio_matches_loop(
+    sampling_ratio: int, fast_path: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _use_fast_path(monkeypatch, fast_path)
+    features = torch.randn(2, 18, 7, 8, generator=torch.Generator().manual_seed(5))
+    rois = _mixed_rois(7, 8, 2)
+    expected = reference_ps_roi_align(features, rois, 3, 0.5, sampling_ratio)
+    actual = ps_roi_pool(features.double(), rois, 3, 0.5, "align", sampling_ratio)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("k", "sampling_ratio"), [(1, 1), (3, 2), (7, 2), (3, 3)])
+def test_align_fast_path_equals_pure_pytorch(
+    k: int, sampling_ratio: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchvision's ps_roi_align gives the pure-PyTorch numbers, forward and backward."""
+    assert ps_roi_pool_module._torchvision_align_applies(torch.zeros(1, dtype=dtype))
+    features = torch.randn(2, k * k * 3, 9, 11, generator=torch.Generator().manual_seed(k))
+    features = features.to(dtype)
+    rois = _mixed_rois(9, 11, 4).to(dtype)
+    upstream = torch.randn(len(rois), 3, k, k, generator=torch.Generator().manual_seed(0))
+
+    def run() -> tuple[Tensor, Tensor]:
+        leaf = features.clone().requires_grad_()
+        out = ps_roi_pool(leaf, rois, k, 0.25, "align", sampling_ratio)
+        out.backward(upstream.to(dtype))
+        assert leaf.grad is not None
+        return out.detach(), leaf.grad
+
+    fast = run()
+    _use_fast_path(monkeypatch, False)
+    pure = run()
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(fast, pure, rtol=tolerance, atol=tolerance)
+
+
+def test_pool_equals_original_layer_on_inclusive_boxes() -> None:
+    """The original layer took 0-based inclusive ends and added 1; with our exclusive ends
+    (x2 = inclusive end + 1) the op computes the same numbers without a +1."""
+    features = torch.randn(2, 27, 10, 13, generator=torch.Generator().manual_seed(2))
+    rois = torch.tensor(
+        [
+            [0, 0.0, 0.0, 208.0, 160.0],
+            [1, 16.5, 31.5, 80.5, 96.5],  # half-pixel ends round up in both conventions
+            [0, 33.2, 7.9, 34.1, 8.6],
+            [1, 100.0, 60.0, 300.0, 250.0],
+            [0, 47.6, 15.3, 47.6, 15.3],
+        ],
+        dtype=torch.float64,
+    )
+    inclusive = rois.clone()
+    inclusive[:, 3:] -= 1
+    expected = reference_original_layer(features, inclusive, 3, 1 / 16)
+    torch.testing.assert_close(ps_roi_pool(features.double(), rois, 3, 1 / 16), expected)
+
+
+def test_pool_is_accurate_on_a_large_float32_map() -> None:
+    """Integral-image sums over a 200×200 map keep float32 accuracy (float64 table)."""
+    generator = torch.Generator().manual_seed(3)
+    features = 50.0 + torch.randn(1, 49, 200, 200, generator=generator)
+    rois = torch.tensor(
+        [[0, 1590.0, 1590.0, 1600.0, 1600.0], [0, 0.0, 0.0, 1600.0, 1600.0], [0, 810, 30, 1207, 66]]
+    )
+    expected = reference_ps_roi_pool(features, rois, 7, 1 / 8)
+    actual = ps_roi_pool(features, rois, 7, 1 / 8)
+    torch.testing.assert_close(actual.double(), expected, rtol=1e-6, atol=0.0)
+
+
+def test_gradcheck(mode: str) -> None:
+    features = torch.randn(
+        2, 8, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4)
+    ).requires_grad_()
+    rois = torch.tensor(
+        [[0, 2.0, 3.0, 17.0, 14.0], [1, -4.0, 6.0, 10.0, 30.0], [1, 0.0, 0.0, 24.0, 20.0]],
+        dtype=torch.float64,
+    )
+    assert torch.autograd.gradcheck(
+        lambda x: ps_roi_pool(x, rois, 2, 0.25, mode), (features,), eps=1e-6, atol=1e-8
+    )
+
+
+def test_each_channel_feeds_only_its_own_class_and_bin(mode: str) -> None:
+    k, num_classes = 3, 2
+    rois = torch.tensor([[0, 0.0, 0.0, 12.0, 12.0]])
+    for c in range(num_classes):
+        for i in range(k):
+            for j in range(k):
+                features = torch.zeros(1, k * k * num_classes, 6, 6)
+                features[0, (c * k + i) * k + j] = 1.0
+                out = ps_roi_pool(features, rois, k, 0.5, mode)[0]
+                expected = torch.zeros(num_classes, k, k)
+                expected[c, i, j] = 1.0
+                torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+def test_position_sensitivity(mode: str) -> None:
+    """An object part at the RoI's top-left is scored by bin (0, 0); shifted to the bottom-right,
+    by bin (k-1, k-1); a top-left part seen only by the bottom-right maps scores nothing."""
+    k = 3
+    rois = torch.tensor([[0, 0.0, 0.0, 9.0, 9.0]])
+
+    def blob_at(top: int, left: int, channels: slice) -> Tensor:
+        features = torch.zeros(1, k * k, 9, 9)
+        features[0, channels, top : top + 3, left : left + 3] = 1.0
+        return features
+
+    top_left = ps_roi_pool(blob_at(0, 0, slice(None)), rois, k, 1.0, mode)[0, 0]
+    bottom_right = ps_roi_pool(blob_at(6, 6, slice(None)), rois, k, 1.0, mode)[0, 0]
+    assert top_left[0, 0] > 0.5 and top_left.sum() == top_left[0, 0]
+    assert bottom_right[k - 1, k - 1] > 0.5 and bottom_right.sum() == bottom_right[k - 1, k - 1]
+    last_group_only = blob_at(0, 0, slice(k * k - 1, k * k))
+    assert ps_roi_pool(last_group_only, rois, k, 1.0, mode).abs().max() == 0
+
+
+def _ramp_features() -> Tensor:
+    """(1, 4, 4, 4): channel ch holds 100*ch + 4*y + x, so bin (i, j) of k=2 reads 100*(2i+j)."""
+    ramp = torch.arange(16.0).view(4, 4)
+    return torch.stack([100.0 * ch + ramp for ch in range(4)]).unsqueeze(0)
+
+
+def test_pool_hand_worked_4x4() -> None:
+    # k=2, D=1, scale 1. RoI 1: (0.4, 0.6, 3.2, 2.6) rounds to x 0..3, y 1..3 -> w=3, h=2,
+    # bin 1.5 wide, 1 high. Rows: i=0 -> floor(1)..ceil(2) = row 1; i=1 -> row 2.
+    # Columns: j=0 -> floor(0)..ceil(1.5) = cols 0,1; j=1 -> floor(1.5)..ceil(3) = cols 1,2.
+    # bin(0,0) ch0: mean(4, 5) = 4.5;          bin(0,1) ch1: 100 + mean(5, 6) = 105.5;
+    # bin(1,0) ch2: 200 + mean(8, 9) = 208.5;  bin(1,1) ch3: 300 + mean(9, 10) = 309.5.
+    # RoI 2: (2, 2, 6, 6) -> bins 2 wide; bin(0,0) = rows 2,3 x cols 2,3 of ch0 =
+    # mean(10, 11, 14, 15) = 12.5; every other bin starts at row or column 4 = outside -> 0.
+    rois = torch.tensor([[0, 0.4, 0.6, 3.2, 2.6], [0, 2.0, 2.0, 6.0, 6.0]])
+    out = ps_roi_pool(_ramp_features(), rois, 2, 1.0)
+    expected = torch.tensor([[[[4.5, 105.5], [208.5, 309.5]]], [[[12.5, 0.0], [0.0, 0.0]]]])
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("fast_path", [False, True])
+def test_align_hand_worked_4x4(fast_path: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # k=1, sampling_ratio=2, scale 1, channel 0 = 4y + x (bilinear reproduces it exactly).
+    # RoI 1: (-2, 0, 2, 4) -> x from -2.5 to 1.5, samples x = -1.5 (outside [-1, 4]: counts 0)
+    # and 0.5; y from -0.5 to 3.5, samples 0.5 and 2.5. (2.5 + 10.5 + 0 + 0) / 4 = 3.25.
+    # RoI 2: (0, 0, 1, 4) -> x samples -0.25 (clamped to 0) and 0.25; y samples 0.5, 2.5:
+    # (2 + 2.25 + 10 + 10.25) / 4 = 6.125.
+    _use_fast_path(monkeypatch, fast_path)
+    features = _ramp_features()[:, :1]
+    rois = torch.tensor([[0, -2.0, 0.0, 2.0, 4.0], [0, 0.0, 0.0, 1.0, 4.0]])
+    out = ps_roi_pool(features, rois, 1, 1.0, "align", sampling_ratio=2)
+    torch.testing.assert_close(out.flatten(), torch.tensor([3.25, 6.125]))
+
+
+def test_no_rois_gives_empty_output(mode: str) -> None:
+    features = torch.randn(2, 3 * 49, 5, 5, requires_grad=True)
+    out = ps_roi_pool(features, torch.zeros(0, 5), 7, 1 / 16, mode)
+    assert out.shape == (0, 3, 7, 7)
+    out.sum().backward()
+    assert features.grad is not None and features.grad.abs().max() == 0
+
+
+def test_module_and_argument_checks() -> None:
+    module = PSRoIPool(3, 0.5, mode="align")
+    assert "mode='align'" in repr(module)
+    features = torch.randn(1, 18, 4, 4)
+    rois = torch.tensor([[0, 1.0, 1.0, 6.0, 7.0]])
+    torch.testing.assert_close(module(features, rois), ps_roi_pool(features, rois, 3, 0.5, "align"))
+    with pytest.raises(ValueError, match="mode"):
+        ps_roi_pool(features, rois, 3, 0.5, mode="max")
+    with pytest.raises(ValueError, match="features"):
+        ps_roi_pool(features, rois, 4, 0.5)
+    with pytest.raises(ValueError, match="rois"):
+        ps_roi_pool(features, rois[:, 1:], 3, 0.5)
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        ps_roi_pool(features, rois, 3, 0.5, "align", sampling_ratio=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_onnx_export_matches_onnxruntime(mode: str, tmp_path: Path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    module = PSRoIPool(3, 0.25, mode=mode).eval()
+    features = torch.randn(2, 36, 8, 9, generator=torch.Generator().manual_seed(6))
+    rois = _mixed_rois(8, 9, 4).float()
+    path = tmp_path / "ps_roi_pool.onnx"
+    batch, num_rois = torch.export.Dim("batch", min=1), torch.export.Dim("num_rois")
+    torch.onnx.export(
+        module,
+        (features, rois),
+        path,
+        input_names=["features", "rois"],
+        output_names=["pooled"],
+        dynamic_shapes=({0: batch}, {0: num_rois}),
+        opset_version=18,
+        dynamo=True,
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for count in (len(rois), 3):  # the exported graph serves any number of RoIs
+        (pooled,) = session.run(None, {"features": features.numpy(), "rois": rois[:count].numpy()})
+        expected = module(features, rois[:count])
+        torch.testing.assert_close(torch.from_numpy(pooled), expected, rtol=1e-5, atol=1e-5)

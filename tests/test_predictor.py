@@ -1,0 +1,134 @@
+"""Predictor: input forms, single vs batch, flip and multi-scale merging, checkpoint loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from rfcn.detections import Detections
+from rfcn.errors import UserError
+from rfcn.predictor import Predictor
+
+
+class StripeDetector(nn.Module):
+    """A stand-in model: one box around the bright columns of each image, label 1.
+
+    The score is ``min_size / 1000`` of the transform in use, so a test can tell which scale
+    produced a detection; every call is recorded.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+        self.transform = SimpleNamespace(min_size=(600,), max_size=1000)
+        self.calls: list[tuple[int, int, list[tuple[int, ...]]]] = []
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        self.calls.append(
+            (self.transform.min_size[-1], self.transform.max_size, [tuple(i.shape) for i in images])
+        )
+        outputs = []
+        for image in images:
+            bright = (image.mean(dim=(0, 1)) > 0.5).nonzero()[:, 0].float()
+            box = torch.stack([bright.min(), bright.new_tensor(0.0), bright.max() + 1, bright.new_tensor(8.0)])
+            outputs.append(
+                {
+                    "boxes": box[None],
+                    "labels": torch.ones(1, dtype=torch.int64),
+                    "scores": torch.tensor([self.transform.min_size[-1] / 1000.0]),
+                }
+            )
+        return outputs
+
+
+def stripe_image(width: int = 64, start: int = 10, stop: int = 20) -> np.ndarray:
+    """``(16, width, 3)`` uint8, white in columns ``start..stop-1``."""
+    image = np.zeros((16, width, 3), dtype=np.uint8)
+    image[:, start:stop] = 255
+    return image
+
+
+def test_every_input_form_gives_the_same_detections(tmp_path: Path) -> None:
+    array = stripe_image()
+    path = tmp_path / "stripe.png"
+    Image.fromarray(array).save(path)
+    forms = [
+        array,
+        str(path),
+        path,
+        Image.fromarray(array),
+        array.astype(np.float32) / 255.0,
+        array[:, :, 0],  # grey
+        np.concatenate([array, np.full((16, 64, 1), 255, np.uint8)], axis=2),  # RGBA
+        torch.from_numpy(array).permute(2, 0, 1),  # uint8 tensor
+        torch.from_numpy(array).permute(2, 0, 1).float() / 255.0,
+    ]
+    predictor = Predictor(StripeDetector(), ["stripe"])
+    for form in forms:
+        detections = predictor(form)
+        assert isinstance(detections, Detections)
+        np.testing.assert_allclose(detections.boxes, [[10.0, 0.0, 20.0, 8.0]])
+        assert detections.names == ["stripe"]
+
+
+def test_batches_return_one_result_per_image() -> None:
+    predictor = Predictor(StripeDetector(), ["stripe"])
+    images = [stripe_image(start=2, stop=4), stripe_image(width=40, start=30, stop=33)]
+    as_list = predictor(images)
+    assert [d.boxes[0, [0, 2]].tolist() for d in as_list] == [[2.0, 4.0], [30.0, 33.0]]
+    stacked = predictor(np.stack([stripe_image(start=1, stop=3)] * 3))
+    assert len(stacked) == 3
+    tensor_batch = predictor(torch.zeros(2, 3, 8, 8).index_fill_(3, torch.tensor([5]), 1.0))
+    assert [d.boxes[0, [0, 2]].tolist() for d in tensor_batch] == [[5.0, 6.0], [5.0, 6.0]]
+
+
+def test_flip_maps_boxes_back_and_merges_them() -> None:
+    model = StripeDetector()
+    predictor = Predictor(model, ["stripe"], flip=True)
+    detections = predictor(stripe_image(width=64, start=10, stop=20))
+    # The flipped image has the stripe at 44..54; mapped back it is the same box, which NMS
+    # merges into one detection. A wrong mapping would leave two.
+    np.testing.assert_allclose(detections.boxes, [[10.0, 0.0, 20.0, 8.0]])
+    assert len(model.calls) == 2
+
+
+def test_multi_scale_sets_and_restores_the_transform_size() -> None:
+    model = StripeDetector()
+    predictor = Predictor(model, ["stripe"], scales=[200, 1000], nms_thresh=0.3)
+    detections = predictor(stripe_image())
+    assert [call[:2] for call in model.calls] == [(200, 333), (1000, 1667)]
+    assert (model.transform.min_size, model.transform.max_size) == ((600,), 1000)
+    # Both scales found the same box; the merge keeps the higher-scoring one.
+    assert detections.scores.tolist() == pytest.approx([1.0])
+
+
+def test_merge_keeps_boxes_of_different_classes_and_caps_the_count() -> None:
+    predictor = Predictor(StripeDetector(), ["a", "b"], nms_thresh=0.3, detections_per_image=2)
+    box = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    runs = [
+        {"boxes": box, "labels": torch.tensor([1]), "scores": torch.tensor([0.9])},
+        {"boxes": box, "labels": torch.tensor([2]), "scores": torch.tensor([0.8])},
+        {"boxes": box + 1, "labels": torch.tensor([1]), "scores": torch.tensor([0.7])},
+        {"boxes": box + 50, "labels": torch.tensor([1]), "scores": torch.tensor([0.6])},
+    ]
+    merged = predictor._merge(runs)
+    # Class 1's shifted duplicate (IoU 0.68) goes; the class-2 box stays; the cap drops the last.
+    assert merged["labels"].tolist() == [1, 2]
+    assert merged["scores"].tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_score_threshold_and_bad_inputs() -> None:
+    predictor = Predictor(StripeDetector(), ["stripe"], score_threshold=0.7)
+    assert len(predictor(stripe_image())) == 0  # score 0.6 at the default size
+    with pytest.raises(ValueError, match="numpy images are"):
+        predictor(np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(TypeError, match="int"):
+        predictor(3)
+    with pytest.raises(UserError, match="not found"):
+        predictor("missing.jpg")

@@ -1,0 +1,96 @@
+import torch
+from torchvision.ops import roi_pool
+
+from rfcn.config import ModelConfig
+from rfcn.modeling.backbone import build_backbone
+from rfcn.modeling.rfcn import build_model
+from rfcn.tools.c4_baseline import C4Head, build_c4_detector, build_c4_head
+
+
+def _head(num_classes: int = 3) -> tuple:
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18", atrous=True)
+    return backbone, build_c4_head(backbone, "resnet18", num_classes, frozen_bn=True).eval()
+
+
+def test_conv5_keeps_stride_2_and_takes_the_backbone_weights() -> None:
+    backbone, head = _head()
+    assert head.conv5[0].conv1.stride == (2, 2)
+    assert backbone.conv5[0].conv1.stride == (1, 1)  # R-FCN's à trous conv5
+    dilations = {m.dilation for m in head.conv5.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert dilations == {(1, 1)}
+    for name, weight in backbone.conv5.state_dict().items():
+        assert torch.equal(head.conv5.state_dict()[name], weight)
+
+
+def test_each_roi_goes_through_conv5_alone() -> None:
+    """Batched RoIs give what one RoI at a time through pool -> conv5 -> mean -> fc gives."""
+    _, head = _head(num_classes=3)
+    features = torch.randn(2, 256, 20, 30)
+    rois = torch.tensor(
+        [
+            [0.0, 0.0, 0.0, 160.0, 160.0],
+            [0.0, 40.0, 30.0, 300.0, 250.0],
+            [1.0, 100.0, 50.0, 470.0, 310.0],
+        ]
+    )
+    with torch.no_grad():
+        logits, deltas = head(features, rois)
+        assert logits.shape == (3, 4) and deltas.shape == (3, 3, 4)
+        for row, roi in enumerate(rois):
+            pooled = roi_pool(features, roi[None], output_size=14, spatial_scale=1 / 16)
+            assert pooled.shape == (1, 256, 14, 14)
+            vector = head.conv5(pooled).mean(dim=(2, 3))
+            torch.testing.assert_close(logits[row], head.cls_score(vector)[0])
+            torch.testing.assert_close(deltas[row].flatten(), head.bbox_pred(vector)[0])
+
+
+def _tiny_pair() -> tuple:
+    cfg = ModelConfig(
+        backbone="resnet18", num_classes=3, k=3, head_channels=32, min_size=(96,), max_size=128,
+        rpn_pre_nms_test=200, rpn_post_nms_test=20, rpn_pre_nms_train=200, rpn_post_nms_train=40,
+        ohem_batch_per_image=8,
+    )
+    torch.manual_seed(0)
+    rfcn = build_model(cfg)
+    return cfg, rfcn, build_c4_detector(rfcn, cfg)
+
+
+def test_c4_detector_shares_everything_but_the_head() -> None:
+    _, rfcn, c4 = _tiny_pair()
+    assert isinstance(c4.head, C4Head)
+    assert isinstance(c4.backbone.conv5, torch.nn.Identity)
+    assert not isinstance(rfcn.head, C4Head)  # the R-FCN model is left untouched
+    for part in ("backbone.trunk", "rpn"):
+        ours, theirs = rfcn.get_submodule(part).state_dict(), c4.get_submodule(part).state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+        assert rfcn.get_submodule(part) is not c4.get_submodule(part)
+
+
+def test_c4_detector_has_the_rfcn_output_format_and_trains() -> None:
+    _, rfcn, c4 = _tiny_pair()
+    images = [torch.rand(3, 90, 120), torch.rand(3, 100, 80)]
+    rfcn.eval()
+    c4.eval()
+    with torch.no_grad():
+        ours, theirs = rfcn(images), c4(images)
+    assert len(ours) == len(theirs) == 2
+    for a, b, image in zip(ours, theirs, images, strict=True):
+        assert a.keys() == b.keys() == {"boxes", "labels", "scores"}
+        for key in a:
+            assert a[key].dtype == b[key].dtype and a[key].dim() == b[key].dim()
+        assert b["boxes"].shape[1] == 4
+        assert bool((b["boxes"][:, 2] <= image.shape[2]).all())
+        assert bool(((b["labels"] >= 1) & (b["labels"] <= 3)).all())
+    c4.train()
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.tensor([[5.0, 20.0, 50.0, 90.0]]), "labels": torch.tensor([1])},
+    ]
+    losses = c4(images, targets)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box"}
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert c4.head.cls_score.weight.grad is not None
+    assert c4.head.conv5[0].conv1.weight.grad.abs().sum() > 0

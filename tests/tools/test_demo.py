@@ -1,0 +1,65 @@
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rfcn.errors import UserError
+from rfcn.tools import demo
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    demo.add_parser(parser.add_subparsers())
+    return parser.parse_args(["demo", *argv])
+
+
+def test_demo_config_is_packaged_and_layered(tmp_path: Path) -> None:
+    cfg = demo.demo_config(tmp_path, quick=False)
+    assert cfg.model.backbone == "resnet18" and cfg.model.pretrained is None
+    assert cfg.data.format == "synthetic"
+    assert cfg.data.roots == [str(tmp_path / demo.DATA_FOLDER)]
+    quick = demo.demo_config(tmp_path, quick=True, iterations=3, overrides=["model.k=3"])
+    assert quick.train.iterations == 3, "--iterations wins over --quick"
+    assert quick.data.synthetic_image_size < cfg.data.synthetic_image_size
+    assert quick.model.k == 3, "user overrides come last"
+
+
+def test_bad_flags_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--threads"):
+        demo.run(_parse(["--out", str(tmp_path), "--threads", "0"]))
+    with pytest.raises(UserError, match=r"train\.iterations"):
+        demo.run(_parse(["--out", str(tmp_path), "--quick", "--iterations", "0"]))
+    with pytest.raises(UserError, match="unknown config key"):
+        demo.run(_parse(["--out", str(tmp_path), "--quick", "--set", "model.nope=1"]))
+
+
+def _fraction(value: object) -> bool:
+    return isinstance(value, float) and 0.0 <= value <= 1.0 and not math.isnan(value)
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    assert demo.run(_parse(["--out", str(out), "--quick", "--threads", "1", "--no-progress"])) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert _fraction(metrics["voc07_mAP50"]) and _fraction(metrics["coco_AP"])
+    assert set(metrics["AP50_per_class"]) == {
+        "circle",
+        "ring",
+        "square",
+        "triangle",
+        "star",
+        "cross",
+    }
+    assert all(v is None or _fraction(v) for v in metrics["AP50_per_class"].values())
+    assert metrics["coco"]["AP"] == metrics["coco_AP"]
+    assert metrics["iterations"] == 4 and metrics["train_seconds"] > 0
+    assert metrics["machine"]["torch_threads"] == 1
+    assert Path(metrics["checkpoint"]).is_file()
+    for name in ("detections.png", "score_maps.png", "loss.png"):
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG" and min(picture.size) > 100
+    assert (out / "synthetic" / "ImageSets" / "Main" / "test.txt").is_file()

@@ -1,0 +1,94 @@
+import pytest
+import torch
+from torch import nn
+
+from rfcn.tools.fast_inference import (
+    AutocastModule,
+    autocast_submodules,
+    compile_submodules,
+    detection_agreement,
+    prepare_for_inference,
+)
+
+
+class _TwoStage(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def test_prepare_for_inference_freezes_and_converts_to_channels_last() -> None:
+    model = prepare_for_inference(_TwoStage().train(), channels_last=True)
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    weight = model.backbone[0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+
+
+def test_autocast_runs_in_bf16_and_returns_float32() -> None:
+    torch.manual_seed(0)
+    model = _TwoStage().eval()
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        reference = model.backbone(x)
+        autocast_submodules(model, ["backbone"], torch.bfloat16)
+        assert isinstance(model.backbone, AutocastModule)
+        out = model.backbone(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, reference)  # bf16 rounding happened
+    torch.testing.assert_close(out, reference, atol=0.05, rtol=0.02)
+
+
+def test_autocast_reaches_nested_submodules_and_keeps_attributes() -> None:
+    model = _TwoStage()
+    model.backbone.stride = 16
+    autocast_submodules(model, ["backbone.0"], torch.bfloat16)
+    assert isinstance(model.backbone[0], AutocastModule)
+    assert model.backbone[0].out_channels == 8
+    assert "backbone.0.module.weight" in model.state_dict()
+
+
+def test_compile_submodules_wraps_the_named_child() -> None:
+    model = _TwoStage()
+    compile_submodules(model, ["head"])
+    assert model.head is not None and hasattr(model.head, "_orig_mod")
+
+
+def _dets(boxes, labels, scores):
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "scores": torch.tensor(scores),
+    }
+
+
+def test_detection_agreement_hand_worked() -> None:
+    reference = [
+        _dets([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], [1, 2, 1], [0.9, 0.8, 0.7])
+    ]
+    candidate = [
+        _dets(
+            # first: shifted 0.5 px; second: same box but another label; third: missing
+            [[0.5, 0, 10.5, 10], [20, 20, 40, 40], [100, 100, 110, 110]],
+            [1, 1, 1],
+            [0.85, 0.8, 0.7],
+        )
+    ]
+    result = detection_agreement(reference, candidate)
+    assert result["reference_detections"] == 3
+    assert result["candidate_detections"] == 3
+    assert result["matched_fraction"] == pytest.approx(1 / 3)
+    assert result["max_box_diff_px"] == pytest.approx(0.5)
+    assert result["max_score_diff"] == pytest.approx(0.05)
+
+
+def test_detection_agreement_identical_and_empty() -> None:
+    dets = [_dets([[0, 0, 5, 5]], [3], [0.5]), _dets([], [], [])]
+    result = detection_agreement(dets, dets)
+    assert result["matched_fraction"] == 1.0
+    assert result["max_box_diff_px"] == 0.0
