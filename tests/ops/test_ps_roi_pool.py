@@ -232,6 +232,17 @@ def test_no_rois_gives_empty_output(mode: str) -> None:
     assert features.grad is not None and features.grad.abs().max() == 0
 
 
+def test_accepts_channels_last_and_strided_features(mode: str) -> None:
+    features = torch.randn(2, 36, 7, 10, generator=torch.Generator().manual_seed(8))
+    rois = _mixed_rois(7, 10, 4).float()
+    expected = ps_roi_pool(features, rois, 3, 0.25, mode)
+    channels_last = features.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(ps_roi_pool(channels_last, rois, 3, 0.25, mode), expected)
+    padded = torch.zeros(2, 36, 7, 13)
+    padded[..., 1:11] = features
+    torch.testing.assert_close(ps_roi_pool(padded[..., 1:11], rois, 3, 0.25, mode), expected)
+
+
 def test_module_and_argument_checks() -> None:
     module = PSRoIPool(3, 0.5, mode="align")
     assert "mode='align'" in repr(module)
@@ -248,27 +259,45 @@ def test_module_and_argument_checks() -> None:
         ps_roi_pool(features, rois, 3, 0.5, "align", sampling_ratio=0)
 
 
+@pytest.mark.filterwarnings("ignore:.*TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 @pytest.mark.parametrize("mode", MODES)
-def test_onnx_export_matches_onnxruntime(mode: str, tmp_path: Path) -> None:
+def test_onnx_export_matches_onnxruntime(mode: str, dynamo: bool, tmp_path: Path) -> None:
+    """Both exporters give a graph that onnxruntime runs, for other map sizes and RoI counts."""
     onnxruntime = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    if dynamo:
+        pytest.importorskip("onnxscript")
     module = PSRoIPool(3, 0.25, mode=mode).eval()
-    features = torch.randn(2, 36, 8, 9, generator=torch.Generator().manual_seed(6))
+    generator = torch.Generator().manual_seed(6)
+    features = torch.randn(2, 36, 8, 9, generator=generator)
     rois = _mixed_rois(8, 9, 4).float()
     path = tmp_path / "ps_roi_pool.onnx"
-    batch, num_rois = torch.export.Dim("batch", min=1), torch.export.Dim("num_rois")
+    if dynamo:
+        dims = {name: torch.export.Dim(name) for name in ("batch", "height", "width", "rois")}
+        dynamic = {
+            "dynamic_shapes": (
+                {0: dims["batch"], 2: dims["height"], 3: dims["width"]},
+                {0: dims["rois"]},
+            )
+        }
+    else:
+        dynamic = {"dynamic_axes": {"features": {0: "B", 2: "H", 3: "W"}, "rois": {0: "K"}}}
     torch.onnx.export(
         module,
         (features, rois),
         path,
         input_names=["features", "rois"],
         output_names=["pooled"],
-        dynamic_shapes=({0: batch}, {0: num_rois}),
-        opset_version=18,
-        dynamo=True,
+        opset_version=18 if dynamo else 17,
+        dynamo=dynamo,
+        **dynamic,
     )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for count in (len(rois), 3):  # the exported graph serves any number of RoIs
-        (pooled,) = session.run(None, {"features": features.numpy(), "rois": rois[:count].numpy()})
-        expected = module(features, rois[:count])
-        torch.testing.assert_close(torch.from_numpy(pooled), expected, rtol=1e-5, atol=1e-5)
+    other_features = torch.randn(3, 36, 11, 6, generator=generator)
+    other_rois = _mixed_rois(11, 6, 4).float()[:4]
+    for feats, boxes in ((features, rois), (other_features, other_rois)):
+        (pooled,) = session.run(None, {"features": feats.numpy(), "rois": boxes.numpy()})
+        torch.testing.assert_close(
+            torch.from_numpy(pooled), module(feats, boxes), rtol=1e-5, atol=1e-5
+        )

@@ -47,8 +47,16 @@ def test_each_roi_goes_through_conv5_alone() -> None:
 
 def _tiny_pair() -> tuple:
     cfg = ModelConfig(
-        backbone="resnet18", num_classes=3, k=3, head_channels=32, min_size=(96,), max_size=128,
-        rpn_pre_nms_test=200, rpn_post_nms_test=20, rpn_pre_nms_train=200, rpn_post_nms_train=40,
+        backbone="resnet18",
+        num_classes=3,
+        k=3,
+        head_channels=32,
+        min_size=(96,),
+        max_size=128,
+        rpn_pre_nms_test=200,
+        rpn_post_nms_test=20,
+        rpn_pre_nms_train=200,
+        rpn_post_nms_train=40,
         ohem_batch_per_image=8,
     )
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ from torch import nn
 
 from rfcn.tools.fast_inference import (
     AutocastModule,
+    FrozenCompiledModule,
     autocast_submodules,
     compile_submodules,
     detection_agreement,
@@ -56,7 +57,9 @@ def test_autocast_reaches_nested_submodules_and_keeps_attributes() -> None:
 def test_compile_submodules_wraps_the_named_child() -> None:
     model = _TwoStage()
     compile_submodules(model, ["head"])
-    assert model.head is not None and hasattr(model.head, "_orig_mod")
+    assert isinstance(model.head, FrozenCompiledModule)
+    assert model.head.out_channels == 2  # attributes of the compiled module stay reachable
+    assert hasattr(model.head.compiled, "_orig_mod")
 
 
 def _dets(boxes, labels, scores):
@@ -92,3 +95,20 @@ def test_detection_agreement_identical_and_empty() -> None:
     result = detection_agreement(dets, dets)
     assert result["matched_fraction"] == 1.0
     assert result["max_box_diff_px"] == 0.0
+
+
+def test_optimize_for_inference_wraps_the_chosen_scope() -> None:
+    from rfcn.config import ModelConfig
+    from rfcn.modeling.rfcn import build_model
+    from rfcn.tools.fast_inference import BACKBONE_MODULES, CONV_MODULES, optimize_for_inference
+
+    cfg = ModelConfig(backbone="resnet18", num_classes=2, k=3, head_channels=16, min_size=(64,))
+    for scope, wrapped in (("backbone", BACKBONE_MODULES), ("convs", CONV_MODULES)):
+        model = optimize_for_inference(build_model(cfg), channels_last=True, bf16=scope)
+        assert not model.training
+        for name in CONV_MODULES:
+            assert isinstance(model.get_submodule(name), AutocastModule) == (name in wrapped)
+        with torch.inference_mode():
+            detections = model([torch.rand(3, 64, 80)])
+        assert detections[0]["boxes"].dtype == torch.float32
+        assert detections[0]["scores"].dtype == torch.float32

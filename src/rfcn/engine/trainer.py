@@ -38,11 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from rfcn.config import Config, config_to_dict
 from rfcn.data.build import build_dataset
-from rfcn.engine.checkpoint import load_checkpoint, model_state, save_checkpoint
+from rfcn.engine.checkpoint import load_checkpoint, save_checkpoint
 from rfcn.engine.distributed import (
     barrier,
     get_world_size,
@@ -135,16 +134,15 @@ def _train(
         if is_main_process():
             truncate_metrics(output_dir, first * cfg.train.iterations + resume_state["iteration"])
     context = RunContext(cfg, dataset, device, output_dir, progress, callbacks)
-    model: nn.Module | None = None
     for index in range(first, len(stages)):
         state = resume_state if index == first else None
-        model = StageRun(context, stages[index], index * cfg.train.iterations, state).run()
+        stage_run = StageRun(context, stages[index], index * cfg.train.iterations, state)
+        stage_run.run()
         # The next stage reads this stage's weights on every process.
         barrier()
     final = output_dir / FINAL_CHECKPOINT
     if is_main_process():
-        stage_state = {"stage": stages[-1].name, "iteration": cfg.train.iterations}
-        save_checkpoint(final, {**model_state(model, cfg, cfg.data.class_names), **stage_state})
+        save_checkpoint(final, stage_run.weights_state())
     barrier()
     return final, context.history
 

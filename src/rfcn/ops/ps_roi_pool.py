@@ -23,8 +23,9 @@ R-FCN layer's bin arithmetic:
 * the average covers the in-map pixels of the bin; a bin with no in-map pixel gives 0.
 
 Bin sums come from a summed-area table (integral image) of the features, computed in float64 so
-that differences of large prefix sums keep float32 accuracy on large maps; the cost is O(K*D*k^2)
-gathers whatever the RoI size, and gradients flow through the cumulative sums.
+that differences of large prefix sums keep float32 accuracy on large maps; the cost is one
+O(B*C*H*W) table plus O(K*D*k^2) gathers whatever the RoI size, and gradients flow through the
+cumulative sums.
 
 Mode ``"align"`` — bilinear, as torchvision's ``ps_roi_align`` / RoIAlign ``aligned=True``:
 RoI start/end ``v * spatial_scale - 0.5`` (no rounding, no minimum size); each bin averages
@@ -33,13 +34,14 @@ point lies outside ``[-1, H] x [-1, W]`` contributes 0 but still counts in the a
 inside that band is clamped to the map (coordinates below 0 become 0, at or past the last
 row/column use that row/column), torchvision's convention.
 
-Coordinates are computed in float64 in both modes, so bin edges do not depend on the feature
+The pure-PyTorch code computes coordinates in float64, so bin edges do not depend on the feature
 dtype. No gradient flows to ``rois``.
 
 Fast path: in eager mode on CPU or CUDA with float32/float64 features, ``"align"`` calls
-torchvision's compiled ``ps_roi_align`` (same convention; the tests check forward and backward
-against the pure-PyTorch path), which needs far less memory than gathering every sample. While
-exporting, tracing or compiling, and on other devices, the pure-PyTorch path runs.
+torchvision's compiled ``ps_roi_align``: same convention, same numbers (the tests check forward
+and backward against the pure-PyTorch path; it computes coordinates in the features' dtype, which
+moves float32 results by rounding error only), far less memory than gathering every sample.
+While exporting, tracing or compiling, and on other devices, the pure-PyTorch path runs.
 torchvision's ``ps_roi_pool`` is never used: it rounds in feature coordinates, forces a minimum
 size of one cell and clamps bin ends to ``H - 1`` in forward (so the last row and column are
 never pooled), none of which is Eq. (1) with the original layer's arithmetic.
@@ -122,6 +124,8 @@ def _check_arguments(
         raise ValueError(f"output_size must be >= 1, got {k}")
     if mode == "align" and sampling_ratio < 1:
         raise ValueError(f"sampling_ratio must be >= 1, got {sampling_ratio}")
+    if torch.jit.is_tracing():
+        return  # sizes are traced tensors here; comparing them would bake the answer in
     if features.dim() != 4 or features.shape[1] % (k * k) != 0:
         raise ValueError(
             f"features must be (B, k*k*D, H, W) with k={k}, got {tuple(features.shape)}"
@@ -150,7 +154,8 @@ def _bin_major(features: Tensor, k: int) -> Tensor:
     """``(B, k*k*D, H, W) -> (B, H, W, k*k, D)``: the D class scores read by one bin at one pixel
     become one contiguous row, so each RoI gathers whole rows instead of scattered scalars."""
     batch, channels, height, width = features.shape
-    by_class = features.view(batch, channels // (k * k), k * k, height, width)  # (B, D, k*k, H, W)
+    # Class-major channels: (B, C, H, W) -> (B, D, k*k, H, W).
+    by_class = features.reshape(batch, channels // (k * k), k * k, height, width)
     return by_class.permute(0, 3, 4, 2, 1)
 
 
@@ -180,8 +185,8 @@ def _sum_separable_taps(
         map_width
     ) + cols.view(-1, 1, k, 1, taps)  # (K, k, k, T, T)
     bin_index = torch.arange(bins, device=table.device).view(1, k, k, 1, 1)
-    row_index = (pixel * bins + bin_index).reshape(-1)
-    values = table.reshape(-1, num_classes).index_select(0, row_index)
+    table_row = (pixel * bins + bin_index).reshape(-1)
+    values = table.reshape(-1, num_classes).index_select(0, table_row)
     values = values.view(num_rois, k, k, taps * taps, num_classes)
     weights = row_weights.view(-1, k, 1, taps, 1) * col_weights.view(-1, 1, k, 1, taps)
     weights = weights.reshape(num_rois, k, k, taps * taps).to(table.dtype)
@@ -219,8 +224,8 @@ def _prefix_sum_taps(first: Tensor, last: Tensor) -> tuple[Tensor, Tensor]:
     returns ``(K, k, 2)`` indices and float64 weights.
     """
     taps = torch.stack((first - 1, last - 1), dim=-1)
-    signs = torch.tensor([-1.0, 1.0], dtype=torch.float64, device=first.device).expand_as(taps)
-    weights = torch.where(taps >= 0, signs, torch.zeros_like(signs))
+    present = (taps >= 0).to(torch.float64)
+    weights = torch.stack((-present[..., 0], present[..., 1]), dim=-1)
     return taps.clamp(min=0), weights
 
 

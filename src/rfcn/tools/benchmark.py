@@ -41,6 +41,7 @@ from rfcn.tools.benchmark_cases import (
     training_case,
 )
 from rfcn.tools.c4_baseline import POOL_SIZE, build_c4_detector
+from rfcn.tools.fast_inference import bf16_is_fast
 from rfcn.tools.timing import memory_method
 
 FORMAT_VERSION = 1
@@ -99,6 +100,7 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "fast_bf16": bf16_is_fast(device),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -118,35 +120,36 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def summarize_ratios(inference: dict[str, Any]) -> dict[str, Any]:
     """Ratios of medians, side by side; RoI counts as string keys (JSON)."""
-    pipeline, head = inference["pipeline"], inference["head"]
+    pipeline, given, head = (
+        inference["pipeline"],
+        inference["pipeline_given_rois"],
+        inference["head"],
+    )
     counts = list(head["rfcn"])
     fewest, most = counts[0], counts[-1]
-    backbone_ms = median_ms(inference["backbone"])
+
+    def over(numerators: dict[str, Any], denominator: dict[str, Any]) -> dict[str, float]:
+        return {
+            n: _ratio(median_ms(case), median_ms(denominator)) for n, case in numerators.items()
+        }
+
+    def speedup(part: dict[str, Any]) -> dict[str, float]:
+        return {n: _ratio(median_ms(part["c4"][n]), median_ms(part["rfcn"][n])) for n in part["c4"]}
+
     return {
         "rfcn_speedup_over_c4": {
-            "pipeline": {
-                n: _ratio(median_ms(pipeline["c4"][n]), median_ms(pipeline["rfcn"][n]))
-                for n in pipeline["c4"]
-            },
-            "head": {
-                n: _ratio(median_ms(head["c4"][n]), median_ms(head["rfcn"][n])) for n in counts
-            },
+            "pipeline": speedup(pipeline),
+            "pipeline_given_rois": speedup(given),
+            "head": speedup(head),
         },
         "over_fewest_rois": {
-            "rfcn_pipeline": {
-                n: _ratio(median_ms(pipeline["rfcn"][n]), median_ms(pipeline["rfcn"][fewest]))
-                for n in counts
-            },
-            "rfcn_head": {
-                n: _ratio(median_ms(head["rfcn"][n]), median_ms(head["rfcn"][fewest]))
-                for n in counts
-            },
-            "c4_head": {
-                n: _ratio(median_ms(head["c4"][n]), median_ms(head["c4"][fewest])) for n in counts
-            },
+            "rfcn_pipeline_given_rois": over(given["rfcn"], given["rfcn"][fewest]),
+            "rfcn_head": over(head["rfcn"], head["rfcn"][fewest]),
+            "c4_head": over(head["c4"], head["c4"][fewest]),
         },
-        "rfcn_pipeline_over_backbone": {
-            n: _ratio(median_ms(pipeline["rfcn"][n]), backbone_ms) for n in counts
+        "rfcn_over_backbone": {
+            "pipeline": over(pipeline["rfcn"], inference["backbone"]),
+            "pipeline_given_rois": over(given["rfcn"], inference["backbone"]),
         },
         "fewest_rois": fewest,
         "most_rois": most,
@@ -154,12 +157,12 @@ def summarize_ratios(inference: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_targets(ratios: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets against the measured ratios (whole pipelines, most vs fewest RoIs)."""
+    """The issue's targets against the measured ratios of whole pipelines."""
     fewest, most = ratios["fewest_rois"], ratios["most_rois"]
     values = {
         "rfcn_speedup_over_c4": ratios["rfcn_speedup_over_c4"]["pipeline"][fewest],
-        "rfcn_most_over_fewest_rois": ratios["over_fewest_rois"]["rfcn_pipeline"][most],
-        "rfcn_pipeline_over_backbone": ratios["rfcn_pipeline_over_backbone"][fewest],
+        "rfcn_most_over_fewest_rois": ratios["over_fewest_rois"]["rfcn_pipeline_given_rois"][most],
+        "rfcn_pipeline_over_backbone": ratios["rfcn_over_backbone"]["pipeline"][fewest],
     }
     checks = []
     for name, comparison, bound in TARGETS:
@@ -203,9 +206,9 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     training: dict[str, Any] = {"rfcn": {}, "c4": {}}
     for count in settings.train_roi_counts:
         key = str(count)
-        training["rfcn"][key] = training_case(rfcn, images, targets, count, budget)
+        training["rfcn"][key] = training_case(rfcn, images, targets, count, budget, generator)
         if settings.c4_training:
-            training["c4"][key] = training_case(c4, images, targets, count, budget)
+            training["c4"][key] = training_case(c4, images, targets, count, budget, generator)
     if settings.c4_training:
         training["rfcn_speedup_over_c4"] = {
             n: _ratio(median_ms(training["c4"][n]), median_ms(training["rfcn"][n]))
@@ -238,38 +241,57 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     }
 
 
+def _cell(case: dict[str, Any] | None) -> str:
+    """``wall (cpu)`` medians in ms, or a dash for a case not measured."""
+    if case is None:
+        return "-"
+    return f"{case['time']['median_ms']:.0f} ({case['time']['cpu_median_ms']:.0f})"
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text summary: medians in ms, ratios side by side, the targets."""
+    """A Markdown summary: medians in ms as ``wall (process CPU)``, ratios, the targets."""
     inference, ratios = result["inference"], result["ratios"]
+    settings, machine = result["settings"], result["machine"]
     lines = [
-        f"{result['settings']['backbone']} at {result['settings']['size']} px on "
-        f"{result['machine']['device_name']} ({result['machine']['torch_threads']} threads)",
-        f"backbone alone: {median_ms(inference['backbone']):.1f} ms",
-        f"{'RoIs':>6} {'R-FCN pipe':>11} {'C4 pipe':>9} {'R-FCN head':>11} {'C4 head':>9} "
-        f"{'C4/R-FCN head':>14}",
+        f"{settings['backbone']}, {settings['size']} px shorter side, {settings['device']} "
+        f"({machine['device_name']}, {machine['torch_threads']} threads); median ms of "
+        f"{settings['repeats']} runs as wall (process CPU)",
+        "",
+        f"backbone alone (floor): {_cell(inference['backbone'])}",
+        "",
+        "| RoIs | R-FCN pipeline | C4 pipeline | R-FCN given RoIs | C4 given RoIs "
+        "| R-FCN head | C4 head | C4/R-FCN head |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, rfcn_head in inference["head"]["rfcn"].items():
-        c4_pipe = inference["pipeline"]["c4"].get(n)
-        lines.append(
-            f"{n:>6} {median_ms(inference['pipeline']['rfcn'][n]):>11.1f} "
-            f"{median_ms(c4_pipe) if c4_pipe else float('nan'):>9.1f} "
-            f"{median_ms(rfcn_head):>11.1f} {median_ms(inference['head']['c4'][n]):>9.1f} "
-            f"{ratios['rfcn_speedup_over_c4']['head'][n]:>14.2f}"
-        )
-    for name, per_count in result["training"].items():
-        if name in ("rfcn", "c4"):
-            for n, case in per_count.items():
-                lines.append(f"train {name} OHEM from {n} RoIs: {median_ms(case):.1f} ms/iter")
+    for n in inference["head"]["rfcn"]:
+        row = [
+            inference["pipeline"]["rfcn"].get(n),
+            inference["pipeline"]["c4"].get(n),
+            inference["pipeline_given_rois"]["rfcn"].get(n),
+            inference["pipeline_given_rois"]["c4"].get(n),
+            inference["head"]["rfcn"][n],
+            inference["head"]["c4"][n],
+        ]
+        speedup = ratios["rfcn_speedup_over_c4"]["head"][n]
+        lines.append(f"| {n} | " + " | ".join(_cell(c) for c in row) + f" | {speedup:.2f} |")
+    lines += ["", "| training step, OHEM | " + " | ".join(result["training"]["rfcn"]) + " |"]
+    lines.append("|---|" + "---:|" * len(result["training"]["rfcn"]))
+    for name in ("rfcn", "c4"):
+        if result["training"][name]:
+            cells = " | ".join(_cell(c) for c in result["training"][name].values())
+            lines.append(f"| {name} | {cells} |")
+    lines += ["", "| R-FCN fast path (pipeline) | ms | speed-up |", "|---|---:|---:|"]
     for name, case in result["fast_path"]["variants"].items():
-        lines.append(f"fast path {name}: {median_ms(case):.1f} ms ({case['speedup']:.2f}x)")
+        lines.append(f"| {name} | {_cell(case)} | {case['speedup']:.2f} |")
     batched = result["fast_path"]["batched"]
     lines.append(
-        f"batched {batched['images']} images: {batched['per_image_ms']:.1f} ms/image "
-        f"({batched['speedup_per_image']:.2f}x)"
+        f"| batch of {batched['images']}, per image | {batched['per_image_ms']:.0f} "
+        f"| {batched['speedup_per_image']:.2f} |"
     )
+    lines.append("")
     for check in result["targets"]:
         verdict = "met" if check["met"] else "NOT met"
-        lines.append(f"target {check['name']} {check['target']}: {check['value']:.2f} {verdict}")
+        lines.append(f"- {check['name']} {check['target']}: {check['value']:.2f} ({verdict})")
     return "\n".join(lines)
 
 
@@ -277,7 +299,9 @@ def _counts(text: str) -> tuple[int, ...]:
     try:
         counts = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"RoI counts must be positive, got {text!r}")
     return counts

@@ -14,7 +14,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -22,12 +22,7 @@ from torch import Tensor
 from rfcn.config import TrainConfig
 from rfcn.engine.optim import build_optimizer
 from rfcn.modeling.rfcn import RFCN
-from rfcn.tools.fast_inference import (
-    autocast_submodules,
-    compile_submodules,
-    detection_agreement,
-    prepare_for_inference,
-)
+from rfcn.tools.fast_inference import bf16_is_fast, detection_agreement, optimize_for_inference
 from rfcn.tools.timing import peak_memory_mib, time_call
 
 
@@ -78,11 +73,6 @@ def random_targets(
     return {"boxes": boxes, "labels": labels}
 
 
-def set_proposal_count(model: RFCN, count: int, mode: str) -> None:
-    """RoIs the RPN keeps after NMS in ``mode`` ("train" or "test")."""
-    model.rpn.post_nms_top_n[mode] = count
-
-
 def inference_cases(
     rfcn: RFCN,
     c4: RFCN,
@@ -91,41 +81,55 @@ def inference_cases(
     budget: Budget,
     generator: torch.Generator,
 ) -> dict[str, Any]:
-    """Backbone floor, whole pipelines and heads alone, for every RoI count.
+    """Backbone floor, whole pipelines and heads alone (``images`` all of one size).
 
-    - ``backbone``: conv1..conv5 of R-FCN on the transformed image (the floor);
+    - ``backbone``: conv1..conv5 of R-FCN on the transformed images (the floor);
     - ``pipeline``: ``model(images)`` end to end (transform, backbone, RPN, head,
-      post-processing) with the RPN keeping ``N`` proposals; C4 at the first count only, as its
-      head alone shows how it grows; ``proposals`` is how many the RPN really kept (NMS can
-      leave fewer than N);
-    - ``head``: exactly ``N`` random RoIs fed to the part after conv4 that each detector runs
-      per image: R-FCN's conv5 + score maps + PS-RoI pooling + voting; C4's RoI pooling +
+      post-processing) with the RPN keeping its configured ``N = roi_counts[0]`` proposals
+      (``rpn_post_nms_test``); ``proposals``
+      is how many it really kept per image (NMS can leave fewer, as it does with random
+      weights for large N, hence the next case);
+    - ``pipeline_given_rois``: ``model(images, proposals=...)`` with exactly ``N`` random RoIs
+      per image for every N (the RPN, whose cost does not depend on N, is skipped); C4 at the
+      first count only, its head alone shows how it grows;
+    - ``head``: exactly ``N`` random RoIs fed to the part after conv4 that each detector runs:
+      R-FCN's conv5 + score maps + PS-RoI pooling + voting (per image); C4's RoI pooling +
       per-RoI conv5 + fc layers.
     """
     device = budget.device
-    results: dict[str, Any] = {"pipeline": {"rfcn": {}, "c4": {}}, "head": {"rfcn": {}, "c4": {}}}
+    fewest = roi_counts[0]
+    if {rfcn.rpn.post_nms_top_n["test"], c4.rpn.post_nms_top_n["test"]} != {fewest}:
+        raise ValueError(f"build both detectors with rpn_post_nms_test = {fewest}")
+    results: dict[str, Any] = {
+        name: {"rfcn": {}, "c4": {}} for name in ("pipeline", "pipeline_given_rois", "head")
+    }
     with torch.inference_mode():
         batch, _ = rfcn.transform(images)
         results["network_input_hw"] = list(batch.tensor.shape[-2:])
         results["backbone"] = measure(lambda: rfcn.backbone(batch.tensor), budget)
         conv4 = rfcn.backbone.trunk(batch.tensor)
         height, width = batch.image_sizes[0]
+        input_height, input_width = images[0].shape[-2:]
+        for name, model in (("rfcn", rfcn), ("c4", c4)):
+            result = measure(lambda model=model: model(images), budget)
+            result["proposals"] = [len(p) for p in model.propose(images, fewest)]
+            results["pipeline"][name][str(fewest)] = result
         for count in roi_counts:
             key = str(count)
-            for name, model in (("rfcn", rfcn), ("c4", c4)):
-                set_proposal_count(model, count, "test")
-                if name == "rfcn" or count == roi_counts[0]:
-                    result = measure(lambda model=model: model(images), budget)
-                    result["proposals"] = [len(p) for p in model.propose(images, count)]
-                    results["pipeline"][name][key] = result
+            given = [
+                random_boxes(count, input_height, input_width, generator).to(device) for _ in images
+            ]
             boxes = random_boxes(count, height, width, generator)
             rois = torch.cat((boxes.new_zeros(count, 1), boxes), dim=1).to(device)  # (N, 5)
             for name, model in (("rfcn", rfcn), ("c4", c4)):
+                if name == "rfcn" or count == fewest:
+                    results["pipeline_given_rois"][name][key] = measure(
+                        lambda model=model, given=given: model(images, proposals=given), budget
+                    )
                 results["head"][name][key] = measure(
-                    lambda model=model: model.head(model.backbone.conv5(conv4), rois), budget
+                    lambda model=model, rois=rois: model.head(model.backbone.conv5(conv4), rois),
+                    budget,
                 )
-    for model in (rfcn, c4):
-        set_proposal_count(model, roi_counts[0], "test")
     return results
 
 
@@ -135,45 +139,46 @@ def training_case(
     targets: list[dict[str, Tensor]],
     roi_count: int,
     budget: Budget,
+    generator: torch.Generator,
 ) -> dict[str, Any]:
-    """One SGD iteration (forward with OHEM, backward, step) with the RPN keeping ``roi_count``
-    proposals per image, as the paper's Table 3. Runs on a copy: ``model`` is left as it was."""
+    """One SGD iteration (forward with OHEM, backward, step) from ``roi_count`` RoIs per image,
+    as the paper's Table 3. Runs on a copy: ``model`` is left as it was.
+
+    The RPN runs and is trained as usual, but the head gets exactly ``roi_count`` random RoIs
+    per image (plus the ground truth, as always): a randomly initialised RPN keeps far fewer
+    than 2000 proposals after NMS, which would hide the cost being measured.
+    """
     trainee = copy.deepcopy(model).train()
-    set_proposal_count(trainee, roi_count, "train")
     optimizer = build_optimizer(trainee.parameters(), TrainConfig())
+    given = [
+        random_boxes(roi_count, *image.shape[-2:], generator).to(image.device) for image in images
+    ]
 
     def step() -> None:
-        losses = trainee(images, targets)
+        losses = trainee(images, targets, proposals=given)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizer.step()
 
     result = measure(step, budget)
-    trainee.eval()
-    result["proposals"] = [len(p) for p in trainee.propose(images, roi_count)]
+    result["rois"] = [roi_count + len(target["boxes"]) for target in targets]
     return result
-
-
-# Where nearly all the FLOPs are: the backbone, then the RPN's 3x3 conv and the head's convs.
-BACKBONE_MODULES = ("backbone.trunk", "backbone.conv5")
-CONV_MODULES = (*BACKBONE_MODULES, "rpn.head", "head.reduce", "head.cls_conv", "head.box_conv")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of running inference: grad mode, memory format, bf16 and compiled submodules."""
+    """One way of running inference: grad mode, memory format, bf16 scope, compiled backbone."""
 
     inference_mode: bool = True
     channels_last: bool = False
-    bf16_modules: tuple[str, ...] = ()
-    compiled_modules: tuple[str, ...] = ()
+    bf16: Literal["backbone", "convs"] | None = None
+    compile_backbone: bool = False
 
     def build(self, base: RFCN) -> RFCN:
         """A prepared copy of ``base`` (left untouched)."""
-        model = prepare_for_inference(copy.deepcopy(base), channels_last=self.channels_last)
-        autocast_submodules(model, self.bf16_modules, torch.bfloat16)
-        compile_submodules(model, self.compiled_modules, dynamic=False)
-        return model
+        return optimize_for_inference(
+            copy.deepcopy(base), self.channels_last, self.bf16, self.compile_backbone
+        )
 
     @contextlib.contextmanager
     def grad_mode(self) -> Iterator[None]:
@@ -188,12 +193,12 @@ def fast_path_variants(device: torch.device, compile_backbone: bool) -> dict[str
         "inference_mode": Variant(),
         "channels_last": Variant(channels_last=True),
     }
-    if device.type == "cuda" or torch.backends.mkldnn.is_available():
-        variants["bf16_backbone"] = Variant(bf16_modules=BACKBONE_MODULES)
-        variants["bf16_convs"] = Variant(bf16_modules=CONV_MODULES)
-        variants["channels_last_bf16_convs"] = Variant(channels_last=True, bf16_modules=CONV_MODULES)
+    if bf16_is_fast(device):
+        variants["bf16_backbone"] = Variant(bf16="backbone")
+        variants["bf16_convs"] = Variant(bf16="convs")
+        variants["channels_last_bf16_convs"] = Variant(channels_last=True, bf16="convs")
     if compile_backbone:
-        variants["compile"] = Variant(compiled_modules=BACKBONE_MODULES)
+        variants["compile"] = Variant(compile_backbone=True)
     return variants
 
 
@@ -213,7 +218,8 @@ def fast_path_cases(
     ``compile_backbone`` ``compile`` (``torch.compile`` of the float32 backbone; its first call,
     which compiles, is timed apart as ``compile_seconds``). ``speedup`` is the reference's
     median over the variant's. ``batched`` times one call on ``len(batch_images)`` images and
-    reports it per image. ``bf16_agreement`` compares ``bf16_convs`` with the reference.
+    reports it per image. ``bf16_agreement`` compares each bf16 scope with the reference
+    (empty where the hardware has no fast bf16).
     """
     results: dict[str, Any] = {"variants": {}}
     models: dict[str, RFCN] = {}
@@ -222,7 +228,7 @@ def fast_path_cases(
         models[name] = model
         result: dict[str, Any] = {}
         with variant.grad_mode():
-            if variant.compiled_modules:
+            if variant.compile_backbone:
                 start = time.perf_counter()
                 model(images)
                 result["compile_seconds"] = time.perf_counter() - start
@@ -238,10 +244,11 @@ def fast_path_cases(
         batched["per_image_ms"] = median_ms(batched) / len(batch_images)
         batched["speedup_per_image"] = reference_ms / batched["per_image_ms"]
         results["batched"] = batched
-        if "bf16_convs" in models:
-            results["bf16_agreement"] = bf16_agreement(
-                reference, models["bf16_convs"], images, generator
-            )
+        results["bf16_agreement"] = {
+            name: bf16_agreement(reference, models[name], images, generator)
+            for name in ("bf16_backbone", "bf16_convs")
+            if name in models
+        }
     return results
 
 

@@ -71,7 +71,7 @@ class C4Head(nn.Module):
         nn.init.zeros_(self.bbox_pred.bias)
 
     def forward(self, conv4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
-        """``conv4 (B, C4, h, w)``, ``rois (K, 5)`` -> logits ``(K, C + 1)``, deltas ``(K, C, 4)``."""
+        """``conv4 (B, C4, h, w)``, ``rois (K, 5)`` -> logits ``(K, C+1)``, deltas ``(K, C, 4)``."""
         pooled = roi_pool(
             conv4, rois, output_size=POOL_SIZE, spatial_scale=1.0 / CONV4_STRIDE
         )  # (K, C4, 14, 14)

@@ -1,0 +1,156 @@
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rfcn.errors import UserError
+from rfcn.tools import benchmark
+from rfcn.tools.benchmark_cases import random_boxes
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    benchmark.add_parser(parser.add_subparsers())
+    return parser.parse_args(["benchmark", *argv])
+
+
+def _case(median: float) -> dict:
+    return {"time": {"median_ms": median}}
+
+
+def test_settings_quick_then_explicit_flags() -> None:
+    settings = benchmark.settings_from_args(_parse(["--quick", "--size", "96", "--out", "x"]))
+    assert settings.backbone == "resnet18"
+    assert settings.size == 96
+    assert settings.repeats == 2
+    assert settings.c4_training
+    full = benchmark.settings_from_args(_parse(["--out", "x", "--roi-counts", "300,2000"]))
+    assert (full.backbone, full.size, full.roi_counts) == ("resnet101", 600, (300, 2000))
+    assert not full.c4_training
+    big = benchmark.settings_from_args(_parse(["--out", "x", "--size", "900"]))
+    assert big.max_size >= 900 * 4 // 3  # the network input keeps its shorter side
+
+
+@pytest.mark.parametrize(
+    "bad", [["--roi-counts", "0,5"], ["--roi-counts", "a"], ["--repeats", "0"]]
+)
+def test_bad_flags_are_refused(bad: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        _parse(["--out", "x", *bad])
+
+
+def test_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        benchmark.run(_parse(["--out", str(tmp_path / "missing" / "b.json")]))
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="cuda"):
+            benchmark.run(_parse(["--device", "cuda", "--out", str(tmp_path / "b.json")]))
+
+
+def test_targets_hand_worked() -> None:
+    inference = {
+        "backbone": _case(100.0),
+        "pipeline": {"rfcn": {"300": _case(110.0)}, "c4": {"300": _case(440.0)}},
+        "pipeline_given_rois": {
+            "rfcn": {"300": _case(105.0), "2000": _case(126.0)},
+            "c4": {"300": _case(420.0)},
+        },
+        "head": {
+            "rfcn": {"300": _case(10.0), "2000": _case(11.0)},
+            "c4": {"300": _case(300.0), "2000": _case(2000.0)},
+        },
+    }
+    ratios = benchmark.summarize_ratios(inference)
+    assert ratios["rfcn_speedup_over_c4"]["pipeline"] == {"300": 4.0}
+    assert ratios["rfcn_speedup_over_c4"]["head"]["2000"] == pytest.approx(2000 / 11)
+    assert ratios["over_fewest_rois"]["rfcn_pipeline_given_rois"]["2000"] == pytest.approx(1.2)
+    assert ratios["rfcn_over_backbone"]["pipeline"] == {"300": pytest.approx(1.1)}
+    checks = {c["name"]: c for c in benchmark.check_targets(ratios)}
+    assert checks["rfcn_speedup_over_c4"]["met"]  # 4.0 >= 3.5
+    assert not checks["rfcn_most_over_fewest_rois"]["met"]  # 1.2 > 1.1
+    assert checks["rfcn_pipeline_over_backbone"]["met"]  # 1.1 <= 1.15
+
+
+def test_random_boxes_lie_inside_the_image() -> None:
+    boxes = random_boxes(500, 60, 80, torch.Generator().manual_seed(0))
+    assert boxes.shape == (500, 4)
+    assert bool(
+        (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 80).all() and (boxes[:, 3] <= 60).all()
+    )
+    assert bool((boxes[:, 2:] > boxes[:, :2]).all())
+
+
+def _medians(tree: dict) -> list[float]:
+    if "time" in tree:
+        return [tree["time"]["median_ms"], tree["time"]["cpu_median_ms"]]
+    return [m for value in tree.values() if isinstance(value, dict) for m in _medians(value)]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--size", "96", "--roi-counts", "8,16", "--train-roi-counts", "16"]
+    argv += ["--repeats", "2", "--out", str(out)]
+    assert benchmark.run(_parse(argv)) == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {
+        "format_version",
+        "machine",
+        "settings",
+        "inference",
+        "ratios",
+        "training",
+        "fast_path",
+        "targets",
+    }
+    assert result["machine"]["torch"] == torch.__version__
+    assert result["settings"]["roi_counts"] == [8, 16]
+    assert result["settings"]["network_input_hw"][0] == 96
+    inference = result["inference"]
+    assert set(inference["head"]["rfcn"]) == set(inference["head"]["c4"]) == {"8", "16"}
+    assert set(inference["pipeline_given_rois"]["rfcn"]) == {"8", "16"}
+    assert set(inference["pipeline"]["c4"]) == {"8"}
+    assert inference["pipeline"]["rfcn"]["8"]["proposals"] == [8]
+    assert set(result["training"]["rfcn"]) == set(result["training"]["c4"]) == {"16"}
+    assert result["training"]["c4"]["16"]["rois"] == [16 + 3]  # given RoIs + ground truth
+    variants = result["fast_path"]["variants"]
+    assert {"no_grad", "inference_mode", "channels_last"} <= set(variants)
+    for tree in (inference, result["training"], result["fast_path"]):
+        medians = _medians(tree)
+        assert medians and all(m > 0 and math.isfinite(m) for m in medians)
+    for case in (inference["backbone"], result["training"]["rfcn"]["16"]):
+        assert len(case["time"]["runs_ms"]) == 2
+        assert case["time"]["q1_ms"] <= case["time"]["median_ms"] <= case["time"]["q3_ms"]
+        assert case["memory"] is None or case["memory"]["peak_mib"] > 0
+    # every ratio is the ratio of the medians it names
+    ratios = result["ratios"]
+    head = inference["head"]
+    assert ratios["rfcn_speedup_over_c4"]["head"]["16"] == pytest.approx(
+        head["c4"]["16"]["time"]["median_ms"] / head["rfcn"]["16"]["time"]["median_ms"]
+    )
+    assert ratios["rfcn_over_backbone"]["pipeline"]["8"] == pytest.approx(
+        inference["pipeline"]["rfcn"]["8"]["time"]["median_ms"]
+        / inference["backbone"]["time"]["median_ms"]
+    )
+    given = inference["pipeline_given_rois"]["rfcn"]
+    target = {t["name"]: t for t in result["targets"]}["rfcn_most_over_fewest_rois"]
+    assert target["value"] == pytest.approx(
+        given["16"]["time"]["median_ms"] / given["8"]["time"]["median_ms"]
+    )
+    assert target["met"] == (target["value"] <= 1.1)
+    reference = variants["inference_mode"]["time"]["median_ms"]
+    assert variants["channels_last"]["speedup"] == pytest.approx(
+        reference / variants["channels_last"]["time"]["median_ms"]
+    )
+    batched = result["fast_path"]["batched"]
+    assert batched["per_image_ms"] == pytest.approx(batched["time"]["median_ms"] / 2)
+    agreements = result["fast_path"]["bf16_agreement"]
+    assert set(agreements) == {"bf16_backbone", "bf16_convs"} & set(variants)
+    for agreement in agreements.values():
+        assert 0.0 <= agreement["detections"]["matched_fraction"] <= 1.0
+        assert 0.0 <= agreement["head_on_fixed_rois"]["max_box_diff_px"] < 1.0
+    table = capsys.readouterr().out
+    assert "| 16 |" in table and "R-FCN head" in table and f"wrote {out}" in table

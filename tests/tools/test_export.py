@@ -1,0 +1,148 @@
+"""``rfcn export``: the ONNX graph matches PyTorch at any image size, carries its metadata,
+and runs in ``rfcn detect`` without torch. One export (tens of seconds) serves every test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from deploy_fixtures import tiny_config, write_checkpoint
+from PIL import Image
+
+from rfcn.cli import main
+from rfcn.data.images import read_rgb_array
+from rfcn.data.synthetic import CLASS_NAMES, ensure_synthetic_dataset
+from rfcn.engine.checkpoint import load_model
+from rfcn.onnx_predictor import METADATA_CLASS_NAMES, METADATA_CONFIG, OnnxPredictor
+from rfcn.tools.export import DEFAULT_OPSET, compare_with_onnx
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export")
+    cfg = tiny_config(root / "data")
+    data = ensure_synthetic_dataset(root / "data", cfg.data)
+    weights = write_checkpoint(root / "tiny.pt", cfg)
+    images = sorted((data / "JPEGImages").glob("test_*.jpg"))
+    code = main(
+        ["export", "--weights", str(weights), "--out", str(root / "tiny.onnx"),
+         "--check", *map(str, images)]
+    )
+    assert code == 0
+    return {"weights": weights, "onnx": root / "tiny.onnx", "images": images[0].parent}
+
+
+def test_onnx_graph_has_dynamic_size_and_metadata(exported: dict[str, Path]) -> None:
+    proto = onnx.load(exported["onnx"])
+    assert proto.opset_import[0].version == DEFAULT_OPSET
+    (image_input,) = proto.graph.input
+    dims = image_input.type.tensor_type.shape.dim
+    assert dims[0].dim_value == 3 and dims[1].dim_param and dims[2].dim_param
+    metadata = {prop.key: prop.value for prop in proto.metadata_props}
+    assert json.loads(metadata[METADATA_CLASS_NAMES]) == list(CLASS_NAMES)
+    assert json.loads(metadata[METADATA_CONFIG])["model"]["k"] == 3
+
+
+def test_onnxruntime_matches_pytorch_at_other_image_sizes(exported: dict[str, Path]) -> None:
+    model, _, _ = load_model(exported["weights"])
+    photo = Image.open(exported["images"] / "test_000001.jpg").convert("RGB")
+    sizes = [(200, 90), (120, 300), (64, 64), (257, 131)]  # (width, height), none traced
+    images = [np.asarray(photo.resize(size)) for size in sizes]
+    report = compare_with_onnx(model, exported["onnx"], images)
+    assert report.detections > 50
+    assert report.paired == report.detections, report.summary()
+    assert report.max_box_diff < 1e-3 and report.max_score_diff < 1e-4
+    assert report.agrees()
+    # The check can fail: another model's detections do not pair with this graph's.
+    torch.manual_seed(1)
+    for parameter in model.head.parameters():
+        parameter.data.normal_(std=0.3)
+    assert not compare_with_onnx(model, exported["onnx"], images).agrees()
+
+
+def test_detect_with_the_onnx_model_matches_the_checkpoint(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    image = exported["images"] / "test_000002.jpg"
+    outputs = {}
+    for weights in (exported["weights"], exported["onnx"]):
+        out = tmp_path / weights.suffix[1:]
+        args = ["detect", "--weights", str(weights), str(image), "--out", str(out)]
+        assert main([*args, "--score-threshold", "0.2", "--device", "cpu"]) == 0
+        assert (out / "test_000002.jpg").is_file()
+        outputs[weights.suffix] = json.loads((out / "test_000002.json").read_text())["detections"]
+    assert len(outputs[".onnx"]) == len(outputs[".pt"]) > 0
+    for ours, theirs in zip(outputs[".onnx"], outputs[".pt"], strict=True):
+        assert ours["class_name"] == theirs["class_name"]
+        assert ours["box"] == pytest.approx(theirs["box"], abs=2e-3)
+
+
+def test_the_onnx_path_never_imports_torch(exported: dict[str, Path], tmp_path: Path) -> None:
+    script = f"""
+import argparse, sys
+from rfcn.onnx_predictor import OnnxPredictor
+from rfcn.tools import detect
+detections = OnnxPredictor({str(exported["onnx"])!r})({str(exported["images"] / "test_000000.jpg")!r})
+args = argparse.Namespace(
+    paths=[{str(exported["images"])!r}], weights={str(exported["onnx"])!r},
+    out={str(tmp_path / "out")!r}, score_threshold=0.5, device="cpu",
+)
+code = detect.run(args)
+print(len(detections), code, "torch" in sys.modules)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    count, code, torch_loaded = result.stdout.split()
+    assert int(count) > 0 and code == "0" and torch_loaded == "False"
+    assert len(list((tmp_path / "out").glob("*.json"))) == len(
+        list(exported["images"].glob("*.jpg"))
+    )
+
+
+def test_pt2_program_matches_the_model(exported: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "tiny.pt2"
+    assert main(["export", "--weights", str(exported["weights"]), "--format", "pt2",
+                 "--out", str(out)]) == 0
+    program = torch.export.load(out).module()
+    model, _, _ = load_model(exported["weights"])
+    image = torch.from_numpy(read_rgb_array(exported["images"] / "test_000003.jpg"))
+    image = image.permute(2, 0, 1).float().div(255)[:, :100, :]  # a size not traced
+    with torch.no_grad():
+        boxes, scores, labels = program(image)
+        expected = model([image])[0]
+    assert torch.equal(labels, expected["labels"])
+    torch.testing.assert_close(boxes, expected["boxes"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(scores, expected["scores"])
+
+
+def test_bad_onnx_files_are_user_errors(
+    tmp_path: Path, exported: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07not a model" * 50)
+    proto = onnx.load(exported["onnx"])
+    del proto.metadata_props[:]
+    anonymous = tmp_path / "anonymous.onnx"
+    onnx.save(proto, anonymous)
+    image = str(exported["images"] / "test_000000.jpg")
+    for path, problem in [
+        (empty, "not a loadable ONNX model"),
+        (garbage, "not a loadable ONNX model"),
+        (anonymous, "not an rfcn export"),
+        (tmp_path / "missing.onnx", "file not found"),
+    ]:
+        code = main(["detect", "--weights", str(path), image, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(f"error: {path}: {problem}"), err
+        assert len(err.splitlines()) == 1
