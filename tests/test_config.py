@@ -46,6 +46,8 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model: [1, 2\n", "malformed YAML"),
         ("- 1\n- 2\n", "a config file must be a mapping"),
         ("model:\n  atrous: 1\n", "model.atrous: expected true or false"),
+        ("train:\n  checkpoint_every: 0\n", "train.checkpoint_every: must be positive"),
+        ("train:\n  warmup_factor: 0\n", "train.warmup_factor: must lie in (0, 1]"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -11,8 +11,11 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from rfcn.config import config_from_dict
 from rfcn.detections import Detections
+from rfcn.engine.checkpoint import model_state, save_checkpoint
 from rfcn.errors import UserError
+from rfcn.modeling.rfcn import build_model
 from rfcn.predictor import Predictor
 
 
@@ -36,7 +39,9 @@ class StripeDetector(nn.Module):
         outputs = []
         for image in images:
             bright = (image.mean(dim=(0, 1)) > 0.5).nonzero()[:, 0].float()
-            box = torch.stack([bright.min(), bright.new_tensor(0.0), bright.max() + 1, bright.new_tensor(8.0)])
+            box = torch.stack(
+                [bright.min(), bright.new_tensor(0.0), bright.max() + 1, bright.new_tensor(8.0)]
+            )
             outputs.append(
                 {
                     "boxes": box[None],
@@ -132,3 +137,39 @@ def test_score_threshold_and_bad_inputs() -> None:
         predictor(3)
     with pytest.raises(UserError, match="not found"):
         predictor("missing.jpg")
+
+
+def test_from_checkpoint_runs_the_saved_model_and_its_settings(tmp_path: Path) -> None:
+    cfg = config_from_dict(
+        {
+            "model": {
+                "backbone": "resnet18",
+                "k": 3,
+                "num_classes": 2,
+                "head_channels": 16,
+                "min_size": [96],
+                "max_size": 128,
+                "rpn_pre_nms_test": 100,
+                "rpn_post_nms_test": 20,
+                "nms_thresh": 0.4,
+                "detections_per_img": 7,
+            }
+        }
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    save_checkpoint(tmp_path / "tiny.pt", model_state(model, cfg, ["cat", "dog"]))
+    predictor = Predictor.from_checkpoint(tmp_path / "tiny.pt")
+    assert (predictor.nms_thresh, predictor.detections_per_image) == (0.4, 7)
+    image = torch.rand(3, 80, 100, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model([image])[0]
+    detections = predictor(image)
+    assert detections.class_names == ("cat", "dog") and 0 < len(detections) <= 7
+    np.testing.assert_allclose(detections.boxes, expected["boxes"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(detections.labels, expected["labels"].numpy())
+    # Testing at the model's own scale through the merge path changes nothing: NMS at the
+    # same threshold keeps every detection the model already kept.
+    same_scale = Predictor(model, ["cat", "dog"], scales=[96], nms_thresh=0.4)(image)
+    np.testing.assert_allclose(same_scale.boxes, detections.boxes, atol=1e-5)
+    np.testing.assert_array_equal(same_scale.labels, detections.labels)

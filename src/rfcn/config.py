@@ -292,6 +292,9 @@ def validate(cfg: Config) -> None:
         "model.max_size": cfg.model.max_size,
         "train.iterations": cfg.train.iterations,
         "train.images_per_batch": cfg.train.images_per_batch,
+        "train.base_batch": cfg.train.base_batch,
+        "train.log_every": cfg.train.log_every,
+        "train.checkpoint_every": cfg.train.checkpoint_every,
         "eval.batch_size": cfg.eval.batch_size,
     }
     for key, value in positive.items():
@@ -299,5 +302,9 @@ def validate(cfg: Config) -> None:
             raise UserError(key, f"must be positive, got {value}")
     if not cfg.model.min_size or min(cfg.model.min_size) <= 0:
         raise UserError("model.min_size", "needs at least one positive size")
+    if cfg.train.warmup_iters < 0:
+        raise UserError("train.warmup_iters", f"must be >= 0, got {cfg.train.warmup_iters}")
+    if not 0.0 < cfg.train.warmup_factor <= 1.0:
+        raise UserError("train.warmup_factor", f"must lie in (0, 1], got {cfg.train.warmup_factor}")
     if not 0.0 <= cfg.model.roi_positive_fraction <= 1.0:
         raise UserError("model.roi_positive_fraction", "must lie in [0, 1]")

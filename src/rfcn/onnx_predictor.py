@@ -59,11 +59,15 @@ class OnnxPredictor:
                 os.fspath(path), providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first_line = (
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            )
             raise UserError(path, f"not a loadable ONNX model: {first_line}") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         if METADATA_CLASS_NAMES not in metadata:
-            raise UserError(path, "not an rfcn export: the class names are missing from its metadata")
+            raise UserError(
+                path, "not an rfcn export: the class names are missing from its metadata"
+            )
         self.class_names: tuple[str, ...] = tuple(json.loads(metadata[METADATA_CLASS_NAMES]))
         self.config: dict[str, Any] = json.loads(metadata.get(METADATA_CONFIG, "{}"))
         self.score_threshold = score_threshold

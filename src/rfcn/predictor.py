@@ -75,7 +75,8 @@ class Predictor:
         detections per image default to the checkpoint's model config.
 
         Raises:
-            UserError: the file is missing or not a checkpoint, or its weights do not fit its config.
+            UserError: the file is missing or not a checkpoint, or its weights do not fit its
+                config.
         """
         from rfcn.engine.checkpoint import load_model
 

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from rfcn.tools import ablate
 
@@ -49,7 +50,11 @@ def test_quick_ablation_writes_all_variants(tmp_path: Path) -> None:
     out = tmp_path / "ablation"
     args = _parse(["--out", str(out), "--quick", "--threads", "1", "--no-progress",
                    "--iterations", "2"])  # fmt: skip
-    assert ablate.run(args) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert ablate.run(args) == 0
+    finally:
+        torch.set_num_threads(threads)
     result = json.loads((out / "ablation.json").read_text())
     rows = result["variants"]
     assert [row["variant"] for row in rows] == ["k1", "k3", "k7", "k7_no_atrous"]

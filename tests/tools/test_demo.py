@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from rfcn.errors import UserError
@@ -43,7 +44,13 @@ def _fraction(value: object) -> bool:
 @pytest.mark.slow
 def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    assert demo.run(_parse(["--out", str(out), "--quick", "--threads", "1", "--no-progress"])) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert (
+            demo.run(_parse(["--out", str(out), "--quick", "--threads", "1", "--no-progress"])) == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
     metrics = json.loads((out / "metrics.json").read_text())
     assert _fraction(metrics["voc07_mAP50"]) and _fraction(metrics["coco_AP"])
     assert set(metrics["AP50_per_class"]) == {
@@ -61,5 +68,5 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path) -> None:
     assert Path(metrics["checkpoint"]).is_file()
     for name in ("detections.png", "score_maps.png", "loss.png"):
         with Image.open(out / name) as picture:
-            assert picture.format == "PNG" and min(picture.size) > 100
+            assert picture.format == "PNG" and min(picture.size) >= 96
     assert (out / "synthetic" / "ImageSets" / "Main" / "test.txt").is_file()

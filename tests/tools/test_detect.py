@@ -41,8 +41,18 @@ def test_detect_writes_a_picture_and_json_per_image(
     images = write_images(tmp_path / "in" / "nested", [(120, 90), (80, 140)])
     out = tmp_path / "out"
     code = main(
-        ["detect", "--weights", str(checkpoint), str(tmp_path / "in"), "--out", str(out),
-         "--score-threshold", "0.3", "--device", "cpu"]
+        [
+            "detect",
+            "--weights",
+            str(checkpoint),
+            str(tmp_path / "in"),
+            "--out",
+            str(out),
+            "--score-threshold",
+            "0.3",
+            "--device",
+            "cpu",
+        ]
     )
     assert code == 0
     predictor = Predictor.from_checkpoint(checkpoint, score_threshold=0.3)

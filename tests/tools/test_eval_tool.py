@@ -28,8 +28,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path, Path]
 
 def run_eval(config: Path, weights: Path, out: Path, *extra: str) -> int:
     return main(
-        ["eval", "--config", str(config), "--weights", str(weights), "--out", str(out),
-         "--no-progress", *extra]
+        [
+            "eval",
+            "--config",
+            str(config),
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
     )
 
 
@@ -48,8 +57,19 @@ def test_voc_results_round_trip_through_rfcn_evaluate(
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     root = Path(cfg.data.roots[0])
     code = main(
-        ["evaluate", "--dataset", str(root), "--split", TEST_SPLIT, "--detections", str(results),
-         "--metric", "voc07", "--out", str(tmp_path / "evaluate.json")]
+        [
+            "evaluate",
+            "--dataset",
+            str(root),
+            "--split",
+            TEST_SPLIT,
+            "--detections",
+            str(results),
+            "--metric",
+            "voc07",
+            "--out",
+            str(tmp_path / "evaluate.json"),
+        ]
     )
     assert code == 0
     assert json.loads((tmp_path / "evaluate.json").read_text()) == metrics
@@ -67,9 +87,7 @@ def test_voc_results_round_trip_through_rfcn_evaluate(
     assert "mAP" in capsys.readouterr().out
 
 
-def test_coco_results_round_trip(
-    setup: tuple[Config, Path, Path], tmp_path: Path
-) -> None:
+def test_coco_results_round_trip(setup: tuple[Config, Path, Path], tmp_path: Path) -> None:
     cfg, _, weights = setup
     root = Path(cfg.data.roots[0])
     values = config_to_dict(cfg)
@@ -85,9 +103,21 @@ def test_coco_results_round_trip(
     results = tmp_path / "eval" / "detections.json"
     assert {"image_id", "category_id", "bbox", "score"} <= set(json.loads(results.read_text())[0])
     code = main(
-        ["evaluate", "--dataset", str(root), "--split", TEST_SPLIT, "--detections", str(results),
-         "--metric", "coco", "--annotations", str(root / COCO_JSON.format(split=TEST_SPLIT)),
-         "--out", str(tmp_path / "evaluate.json")]
+        [
+            "evaluate",
+            "--dataset",
+            str(root),
+            "--split",
+            TEST_SPLIT,
+            "--detections",
+            str(results),
+            "--metric",
+            "coco",
+            "--annotations",
+            str(root / COCO_JSON.format(split=TEST_SPLIT)),
+            "--out",
+            str(tmp_path / "evaluate.json"),
+        ]
     )
     assert code == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -111,7 +141,10 @@ def test_multi_scale_and_flip_options_reach_the_predictor(
     [
         (["model.num_classes=5"], "6 classes), config expects 6 (5 classes)"),
         (["model.k=5"], "model.k=3, config has model.k=5"),
-        (["data.class_names=[ring, circle, square, triangle, star, cross]"], "differ from the test"),
+        (
+            ["data.class_names=[ring, circle, square, triangle, star, cross]"],
+            "differ from the test",
+        ),
         (["eval.scales=[0]"], "eval.scales"),
     ],
 )

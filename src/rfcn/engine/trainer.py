@@ -85,9 +85,6 @@ def train(
             run without ``resume`` (or no run with it), a diverged loss.
     """
     started = time.perf_counter()
-    for key in ("log_every", "checkpoint_every", "base_batch"):
-        if getattr(cfg.train, key) <= 0:
-            raise UserError(f"train.{key}", f"must be positive, got {getattr(cfg.train, key)}")
     device = resolve_device(cfg.train.device)
     if cfg.train.amp != "none" and device.type != "cuda":
         raise UserError(

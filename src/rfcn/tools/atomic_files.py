@@ -51,7 +51,7 @@ def write_json(path: str | os.PathLike[str], value: Any) -> None:
 
 
 def write_image(path: str | os.PathLike[str], image: Image.Image) -> None:
-    """Encode ``image`` in the format its suffix names (JPEG, PNG, ...), then write it atomically."""
+    """Encode ``image`` in the format its suffix names (JPEG, PNG, ...); write it atomically."""
     buffer = io.BytesIO()
     image_format = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     image.save(buffer, format=image_format)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rfcn.errors import UserError
 from rfcn.data.images import printable_path, read_rgb_array
+from rfcn.errors import UserError
 from rfcn.image_input import find_images
 from rfcn.tools.atomic_files import write_image, write_json
 
@@ -111,7 +111,12 @@ def detect_one(predictor: Any, path: Path, stem: Path) -> None:
         list(detections.class_names),
     )
     height, width = array.shape[:2]
-    record = {"image": printable_path(path), "width": width, "height": height, **detections.to_dict()}
+    record = {
+        "image": printable_path(path),
+        "width": width,
+        "height": height,
+        **detections.to_dict(),
+    }
     write_image(stem.with_name(stem.name + ".jpg"), picture)
     write_json(stem.with_name(stem.name + ".json"), record)
 
@@ -128,4 +133,3 @@ def output_names(images: Sequence[Path]) -> list[str]:
         taken.add(name)
         names.append(name)
     return names
-

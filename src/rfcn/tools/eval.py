@@ -32,34 +32,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="run a checkpoint on the test split, write results files and score them",
         description=__doc__.splitlines()[0].strip("`"),
     )
-    parser.add_argument("--config", required=True, help="YAML config naming the test data")
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
     parser.add_argument("--weights", required=True, help="checkpoint (.pt) from rfcn train")
-    parser.add_argument("--out", help="output folder (default: <output_dir>/eval)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/eval)")
     parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides"
+        "--set",
+        dest="overrides",
+        action="append",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, e.g. --set eval.metric=voc data.test_split=val",
     )
     parser.add_argument(
-        "--scales", nargs="+", type=int, metavar="SIZE",
+        "--scales",
+        nargs="+",
+        type=int,
+        metavar="SIZE",
         help="test at these shorter sides and merge (paper: 200 400 600 800 1000)",
     )
     parser.add_argument("--flip", action="store_true", help="also test on flipped images")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from rfcn.config import load_config
+    from rfcn.evaluation.report import format_metrics_table
 
-    overrides = list(args.set)
+    overrides = [item for group in args.overrides for item in group]
     if args.scales:
         overrides.append(f"eval.scales=[{', '.join(map(str, args.scales))}]")
     if args.flip:
         overrides.append("eval.flip=true")
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path(cfg.output_dir) / "eval"
-    metrics = evaluate_checkpoint(cfg, args.weights, out, progress=not args.no_progress)
-    from rfcn.evaluation.report import format_metrics_table
-
+    metrics = evaluate_checkpoint(cfg, args.weights, out, progress=args.progress)
     print(format_metrics_table(metrics))
     print(f"wrote results and metrics.json to {out}", file=sys.stderr)
     return 0
@@ -82,8 +92,9 @@ def evaluate_checkpoint(
     from rfcn.evaluation.evaluator import evaluate_results, write_detections
     from rfcn.predictor import Predictor
 
-    if any(scale <= 0 for scale in cfg.eval.scales) or not cfg.eval.scales:
+    if not cfg.eval.scales or min(cfg.eval.scales) <= 0:
         raise UserError("eval.scales", f"must be positive shorter sides, got {cfg.eval.scales}")
+    truth = ground_truth_source(cfg)
     device = resolve_device(cfg.train.device)
     model, cfg, class_names = load_model(weights, device, cfg)
     dataset = build_dataset(cfg.data, train=False)
@@ -104,15 +115,18 @@ def evaluate_checkpoint(
         detections_per_image=cfg.model.detections_per_img,
     )
     loader = build_data_loader(
-        dataset, cfg.eval.batch_size, train=False, seed=cfg.train.seed,
-        workers=cfg.data.workers, aspect_grouping=False,
+        dataset,
+        cfg.eval.batch_size,
+        train=False,
+        seed=cfg.train.seed,
+        workers=cfg.data.workers,
+        aspect_grouping=False,
     )
     detections: dict[str, dict[str, Any]] = {}
     for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress):
         for output, target in zip(predictor.predict_tensors(images), targets, strict=True):
             detections[target["image_id"]] = {key: value.cpu() for key, value in output.items()}
     out.mkdir(parents=True, exist_ok=True)
-    truth = ground_truth_source(cfg)
     metric = cfg.eval.metric
     if "coco_annotations" in truth:
         results: Path = out / "detections.json"
@@ -144,5 +158,8 @@ def ground_truth_source(cfg: Config) -> dict[str, Any]:
     if data.format == "synthetic":
         from rfcn.data.synthetic import TEST_SPLIT, ensure_synthetic_dataset
 
-        return {"dataset_root": ensure_synthetic_dataset(Path(data.roots[0]), data), "split": TEST_SPLIT}
+        return {
+            "dataset_root": ensure_synthetic_dataset(Path(data.roots[0]), data),
+            "split": TEST_SPLIT,
+        }
     return {"dataset_root": Path(data.roots[0]), "split": data.test_split}
