@@ -9,35 +9,40 @@ import sys
 from rfcn import __version__
 from rfcn.errors import UserError
 
-# Each module defines ``add_parser(subparsers)``, which registers its subcommand with
-# ``set_defaults(func=run)``; ``run(args)`` returns the exit code.
-TOOL_MODULES = (
-    "rfcn.tools.train",
-    "rfcn.tools.eval",
-    "rfcn.tools.evaluate",
-    "rfcn.tools.detect",
-    "rfcn.tools.demo",
-    "rfcn.tools.ablate",
-    "rfcn.tools.benchmark",
-    "rfcn.tools.export",
-)
+# Subcommand -> the module that implements it. Each module defines ``add_parser(subparsers)``,
+# which registers the subcommand with ``set_defaults(func=run)``; ``run(args)`` returns the
+# exit code. Only the module of the command being run is imported, so that, for example,
+# ``rfcn detect --weights model.onnx`` never imports torch.
+TOOL_MODULES = {
+    "train": "rfcn.tools.train",
+    "eval": "rfcn.tools.eval",
+    "evaluate": "rfcn.tools.evaluate",
+    "detect": "rfcn.tools.detect",
+    "demo": "rfcn.tools.demo",
+    "ablate": "rfcn.tools.ablate",
+    "benchmark": "rfcn.tools.benchmark",
+    "export": "rfcn.tools.export",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``rfcn`` parser with every subcommand, or only ``command``'s when it is known."""
     parser = argparse.ArgumentParser(
         prog="rfcn",
         description="R-FCN object detection: train, evaluate, detect, benchmark, export.",
     )
     parser.add_argument("--version", action="version", version=f"rfcn {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in TOOL_MODULES:
-        importlib.import_module(name).add_parser(subparsers)
+    names = [command] if command in TOOL_MODULES else list(TOOL_MODULES)
+    for name in names:
+        importlib.import_module(TOOL_MODULES[name]).add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors become one line on stderr and exit 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

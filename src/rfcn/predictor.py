@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from rfcn.data.transforms import hflip_boxes
 from rfcn.detections import Detections
 from rfcn.image_input import as_rgb_array, to_chw_float
+from rfcn.ops.boxes import batched_nms
 
 
 class Predictor:

@@ -18,7 +18,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _case(median: float) -> dict:
-    return {"time": {"median_ms": median}}
+    return {"time": {"median_ms": median, "cpu_median_ms": 2 * median}}
 
 
 def test_settings_quick_then_explicit_flags() -> None:
@@ -68,10 +68,16 @@ def test_targets_hand_worked() -> None:
     assert ratios["rfcn_speedup_over_c4"]["head"]["2000"] == pytest.approx(2000 / 11)
     assert ratios["over_fewest_rois"]["rfcn_pipeline_given_rois"]["2000"] == pytest.approx(1.2)
     assert ratios["rfcn_over_backbone"]["pipeline"] == {"300": pytest.approx(1.1)}
-    checks = {c["name"]: c for c in benchmark.check_targets(ratios)}
+    cpu = benchmark.summarize_ratios(inference, "cpu_median_ms")
+    assert cpu["rfcn_speedup_over_c4"]["pipeline"] == {"300": 4.0}  # CPU times all doubled
+    inference["backbone"]["time"]["cpu_median_ms"] = 200.0  # one CPU time differs
+    cpu = benchmark.summarize_ratios(inference, "cpu_median_ms")
+    assert cpu["rfcn_over_backbone"]["pipeline"] == {"300": pytest.approx(1.1)}
+    checks = {c["name"]: c for c in benchmark.check_targets(ratios, cpu)}
     assert checks["rfcn_speedup_over_c4"]["met"]  # 4.0 >= 3.5
     assert not checks["rfcn_most_over_fewest_rois"]["met"]  # 1.2 > 1.1
     assert checks["rfcn_pipeline_over_backbone"]["met"]  # 1.1 <= 1.15
+    assert checks["rfcn_pipeline_over_backbone"]["value_cpu"] == pytest.approx(1.1)
 
 
 def test_random_boxes_lie_inside_the_image() -> None:
@@ -126,7 +132,8 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> N
         assert case["time"]["q1_ms"] <= case["time"]["median_ms"] <= case["time"]["q3_ms"]
         assert case["memory"] is None or case["memory"]["peak_mib"] > 0
     # every ratio is the ratio of the medians it names
-    ratios = result["ratios"]
+    assert set(result["ratios"]) == {"wall", "cpu"}
+    ratios = result["ratios"]["wall"]
     head = inference["head"]
     assert ratios["rfcn_speedup_over_c4"]["head"]["16"] == pytest.approx(
         head["c4"]["16"]["time"]["median_ms"] / head["rfcn"]["16"]["time"]["median_ms"]
@@ -141,6 +148,9 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> N
         given["16"]["time"]["median_ms"] / given["8"]["time"]["median_ms"]
     )
     assert target["met"] == (target["value"] <= 1.1)
+    assert target["value_cpu"] == pytest.approx(
+        given["16"]["time"]["cpu_median_ms"] / given["8"]["time"]["cpu_median_ms"]
+    )
     reference = variants["inference_mode"]["time"]["median_ms"]
     assert variants["channels_last"]["speedup"] == pytest.approx(
         reference / variants["channels_last"]["time"]["median_ms"]
@@ -154,3 +164,24 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> N
         assert 0.0 <= agreement["head_on_fixed_rois"]["max_box_diff_px"] < 1.0
     table = capsys.readouterr().out
     assert "| 16 |" in table and "R-FCN head" in table and f"wrote {out}" in table
+
+
+def test_calibrated_batch_norm_keeps_resnet101_at_unit_scale() -> None:
+    """Random ResNet-101 activations blow up with initial statistics, not after calibration."""
+    from rfcn.config import ModelConfig
+    from rfcn.modeling.rfcn import build_model
+    from rfcn.tools.benchmark_cases import calibrate_batch_norm
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet101", min_size=(64,), max_size=100)).eval()
+    image = [torch.rand(3, 64, 80)]
+    batch, _ = model.transform(image)
+    with torch.no_grad():
+        before = model.backbone.trunk(batch.tensor).abs().mean()
+        calibrate_batch_norm(model, image)
+        after = model.backbone.trunk(batch.tensor)
+    assert before > 1e3
+    assert 0.05 < float(after.abs().mean()) < 20.0
+    first_norm = model.backbone.trunk[1]
+    stem = model.backbone.trunk[0](batch.tensor)
+    torch.testing.assert_close(first_norm.running_mean, stem.mean(dim=(0, 2, 3)))

@@ -73,6 +73,16 @@ def test_detect_writes_a_picture_and_json_per_image(
         f"{p.stem}{suffix}" for p in images for suffix in (".jpg", ".json")
     )
     assert "wrote detections for 2 of 2 images" in capsys.readouterr().err
+    # Run again with the output folder inside the input folder: its pictures are not inputs.
+    inside = tmp_path / "in" / "out"
+    for _ in range(2):
+        assert (
+            main(
+                ["detect", "--weights", str(checkpoint), str(tmp_path / "in"), "--out", str(inside)]
+            )
+            == 0
+        )
+    assert len(list(inside.iterdir())) == 4
 
 
 def test_unreadable_images_are_skipped_with_exit_code_1(
@@ -97,7 +107,23 @@ def test_no_readable_image_is_an_error(
     code = main(["detect", "--weights", str(checkpoint), str(empty), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "empty image file" in err and "error: " in err and "none of the 1 images" in err
+    assert err == f"error: {empty}: empty image file (0 bytes)\n"
+    second = tmp_path / "also-empty.png"
+    second.write_bytes(b"")
+    code = main(
+        [
+            "detect",
+            "--weights",
+            str(checkpoint),
+            str(empty),
+            str(second),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("warning: ") == 2 and err.endswith("none of the 2 images could be read\n")
     missing_code = main(
         ["detect", "--weights", str(checkpoint), str(tmp_path / "nope"), "--out", str(tmp_path)]
     )

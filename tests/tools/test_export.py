@@ -93,16 +93,15 @@ def test_detect_with_the_onnx_model_matches_the_checkpoint(
 
 def test_the_onnx_path_never_imports_torch(exported: dict[str, Path], tmp_path: Path) -> None:
     script = f"""
-import argparse, sys
+import sys
+from rfcn.cli import main
 from rfcn.onnx_predictor import OnnxPredictor
-from rfcn.tools import detect
 predictor = OnnxPredictor({str(exported["onnx"])!r})
 detections = predictor({str(exported["images"] / "test_000000.jpg")!r})
-args = argparse.Namespace(
-    paths=[{str(exported["images"])!r}], weights={str(exported["onnx"])!r},
-    out={str(tmp_path / "out")!r}, score_threshold=0.5, device="cpu",
-)
-code = detect.run(args)
+code = main([
+    "detect", {str(exported["images"])!r}, "--weights", {str(exported["onnx"])!r},
+    "--out", {str(tmp_path / "out")!r}, "--score-threshold", "0.5", "--device", "cpu",
+])
 print(len(detections), code, "torch" in sys.modules)
 """
     result = subprocess.run(

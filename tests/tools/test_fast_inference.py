@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -112,3 +114,13 @@ def test_optimize_for_inference_wraps_the_chosen_scope() -> None:
             detections = model([torch.rand(3, 64, 80)])
         assert detections[0]["boxes"].dtype == torch.float32
         assert detections[0]["scores"].dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_frozen_compiled_module_matches_eager() -> None:
+    torch.manual_seed(0)
+    eager = _TwoStage().eval()
+    compiled = compile_submodules(copy.deepcopy(eager), ["backbone"])
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x), eager(x), atol=1e-5, rtol=1e-4)

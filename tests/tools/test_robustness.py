@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -107,7 +106,8 @@ def test_a_bad_image_is_skipped_with_a_warning(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fine.jpg", "fine.json"]
     # Alone, the same file stops the run with exit code 2.
     code, err = run_cli(detect_args(weights, [tmp_path / "in" / name], tmp_path / "o2"), capsys)
-    assert code == 2 and problem in err and "none of the 1 images could be read" in err
+    assert code == 2
+    assert_one_error_line(err, tmp_path / "in" / name, problem)
 
 
 def test_file_names_that_are_not_utf8(
@@ -485,8 +485,8 @@ atomic_files.write_json({str(target)!r}, {{"mAP": 0.75, "padding": "x" * 1000000
         assert child.stdout is not None and child.stdout.readline().strip() == "writing"
         temp_files = list(tmp_path.glob(".metrics.json.*.tmp"))
         assert len(temp_files) == 1 and temp_files[0].stat().st_size > 1_000_000
-        child.send_signal(signal.SIGKILL)
     finally:
+        child.kill()  # SIGKILL: no cleanup code runs in the child
         child.wait(timeout=30)
     assert json.loads(target.read_text()) == {"mAP": 0.25}
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
 
 from rfcn.ops.box_coder import BoxCoder
-from rfcn.ops.boxes import clip_boxes, nonempty_boxes
+from rfcn.ops.boxes import batched_nms, clip_boxes, nonempty_boxes
 
 
 def class_boxes(box_deltas: Tensor, box_mode: str, num_classes: int) -> Tensor:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from rfcn.modeling.anchors import AnchorGenerator
 from rfcn.modeling.losses import rpn_losses
 from rfcn.modeling.matching import Matcher, sample_balanced
 from rfcn.ops.box_coder import BoxCoder
-from rfcn.ops.boxes import box_iou, clip_boxes, nonempty_boxes
+from rfcn.ops.boxes import batched_nms, box_iou, clip_boxes, nonempty_boxes
 
 
 class RPNHead(nn.Module):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -79,8 +80,17 @@ class RFCNTransform(nn.Module):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
             height, width = image.shape[-2:]
-            scale = min(short_side / min(height, width), self.max_size / max(height, width))
-            new_height, new_width = round(height * scale), round(width * scale)
+            # sym_min/sym_max and trunc(x + 0.5) (round half up, x > 0) keep the size symbolic
+            # under torch.export (rfcn export): builtin min/max would guard on which side is
+            # shorter, and neither the ONNX exporter nor torch.export.save handle round().
+            scale = torch.sym_min(
+                short_side / torch.sym_min(height, width),
+                self.max_size / torch.sym_max(height, width),
+            )
+            new_height, new_width = (
+                math.trunc(height * scale + 0.5),
+                math.trunc(width * scale + 0.5),
+            )
             normalised = (image.to(self.mean.dtype) - self.mean) / self.std
             resized.append(
                 F.interpolate(
@@ -91,7 +101,7 @@ class RFCNTransform(nn.Module):
                 )[0]
             )
             sizes.append((new_height, new_width))
-            originals.append((int(height), int(width)))
+            originals.append((height, width))
             scales.append((new_width / width, new_height / height))
         batch = ImageBatch(self._pad(resized), sizes, originals, scales)
         if targets is None:

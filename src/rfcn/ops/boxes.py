@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchvision.ops import nms
 
 
 def box_area(boxes: Tensor) -> Tensor:
@@ -34,11 +35,18 @@ def clip_boxes(boxes: Tensor, height: float | Tensor, width: float | Tensor) -> 
     """Clamp ``(..., 4)`` boxes to the image ``[0, width] x [0, height]`` (a new tensor).
 
     ``height`` and ``width`` may be numbers or tensors that broadcast against ``(..., 1)``.
+    Numbers are used as clamp bounds, not turned into tensors, so that under ``torch.export``
+    a symbolic image size stays symbolic (``rfcn export``).
     """
-    limits = [torch.as_tensor(v, dtype=boxes.dtype, device=boxes.device) for v in (width, height)]
-    x = torch.minimum(boxes[..., 0::2].clamp(min=0), limits[0])
-    y = torch.minimum(boxes[..., 1::2].clamp(min=0), limits[1])
+    x = _clamp_max(boxes[..., 0::2].clamp(min=0), width)
+    y = _clamp_max(boxes[..., 1::2].clamp(min=0), height)
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def _clamp_max(values: Tensor, limit: float | Tensor) -> Tensor:
+    if isinstance(limit, Tensor):
+        return torch.minimum(values, limit.to(values.dtype))
+    return values.clamp(max=limit)
 
 
 def nonempty_boxes(boxes: Tensor, min_size: float) -> Tensor:
@@ -51,5 +59,23 @@ def nonempty_boxes(boxes: Tensor, min_size: float) -> Tensor:
 
 
 def scale_boxes(boxes: Tensor, scale_x: float, scale_y: float) -> Tensor:
-    """Multiply the x coordinates of ``(N, 4)`` boxes by ``scale_x``, the y ones by ``scale_y``."""
-    return boxes * boxes.new_tensor([scale_x, scale_y, scale_x, scale_y])
+    """Multiply the x coordinates of ``(N, 4)`` boxes by ``scale_x``, the y ones by ``scale_y``.
+
+    Column by column rather than through a tensor of the factors, so symbolic factors stay
+    symbolic under ``torch.export``.
+    """
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    return torch.stack((x1 * scale_x, y1 * scale_y, x2 * scale_x, y2 * scale_y), dim=1)
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+    """NMS within each group in one call: indices of the kept ``(N, 4)`` boxes, best first.
+
+    torchvision's coordinate trick (each group shifted past the largest coordinate), without
+    :func:`torchvision.ops.batched_nms`'s branch on an empty input: that branch is a
+    data-dependent guard ``torch.export`` cannot trace (``rfcn export``). The zero appended
+    before ``max`` makes an empty input work too.
+    """
+    max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
+    offsets = groups.to(boxes.dtype) * (max_coordinate + 1)
+    return nms(boxes + offsets[:, None], scores, iou_threshold)

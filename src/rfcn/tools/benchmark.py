@@ -3,17 +3,20 @@
 The paper's claim (§4.1, Tables 1, 3 and 4) is speed at equal accuracy: R-FCN has no per-RoI
 subnetwork, so its test time hardly depends on the number of RoIs and is well below Faster
 R-CNN's with ResNet conv5 as a per-RoI head. This tool measures, with the same backbone, image
-size and RoIs for both detectors (random weights: speed does not depend on them):
+size, images and RoIs for both detectors:
 
 - the backbone alone (the floor) and each whole pipeline;
 - each head alone on exactly N random RoIs, for every N in ``--roi-counts``;
 - one training iteration with OHEM for each N in ``--train-roi-counts`` (paper Table 3);
 - peak memory of every case, and R-FCN under the fast-inference variants
   (:mod:`rfcn.tools.fast_inference`): inference mode, channels-last, bf16, torch.compile,
-  batched images, with what bf16 changes in the detections.
+  batched images, with what bf16 changes in the outputs.
 
-Times are medians (with IQR) of ``--repeats`` calls after ``--warmup`` calls; ratios are
-ratios of medians. The JSON records the machine and the settings beside the numbers.
+Weights are random (speed does not depend on their values) with every BatchNorm fitted to
+the benchmark image, so activations, proposals and detections are of realistic scale.
+Times are medians (with IQR) of ``--repeats`` calls after ``--warmup`` calls, as wall clock and
+as process CPU time (steadier on a shared machine); ratios are ratios of medians, given for
+both. The JSON records the machine and the settings beside the numbers.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from rfcn.modeling.rfcn import build_model
 from rfcn.tools.atomic_files import write_json
 from rfcn.tools.benchmark_cases import (
     Budget,
+    calibrate_batch_norm,
     fast_path_cases,
     inference_cases,
     median_ms,
@@ -114,12 +118,9 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
     return machine
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    return numerator / denominator
-
-
-def summarize_ratios(inference: dict[str, Any]) -> dict[str, Any]:
-    """Ratios of medians, side by side; RoI counts as string keys (JSON)."""
+def summarize_ratios(inference: dict[str, Any], statistic: str = "median_ms") -> dict[str, Any]:
+    """Ratios of the ``statistic`` of the cases (``median_ms``: wall clock, ``cpu_median_ms``:
+    process CPU time), side by side; RoI counts as string keys (JSON)."""
     pipeline, given, head = (
         inference["pipeline"],
         inference["pipeline_given_rois"],
@@ -128,13 +129,14 @@ def summarize_ratios(inference: dict[str, Any]) -> dict[str, Any]:
     counts = list(head["rfcn"])
     fewest, most = counts[0], counts[-1]
 
+    def ms(case: dict[str, Any]) -> float:
+        return float(case["time"][statistic])
+
     def over(numerators: dict[str, Any], denominator: dict[str, Any]) -> dict[str, float]:
-        return {
-            n: _ratio(median_ms(case), median_ms(denominator)) for n, case in numerators.items()
-        }
+        return {n: ms(case) / ms(denominator) for n, case in numerators.items()}
 
     def speedup(part: dict[str, Any]) -> dict[str, float]:
-        return {n: _ratio(median_ms(part["c4"][n]), median_ms(part["rfcn"][n])) for n in part["c4"]}
+        return {n: ms(part["c4"][n]) / ms(part["rfcn"][n]) for n in part["c4"]}
 
     return {
         "rfcn_speedup_over_c4": {
@@ -156,20 +158,35 @@ def summarize_ratios(inference: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_targets(ratios: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets against the measured ratios of whole pipelines."""
+def _target_values(ratios: dict[str, Any]) -> dict[str, float]:
     fewest, most = ratios["fewest_rois"], ratios["most_rois"]
-    values = {
+    return {
         "rfcn_speedup_over_c4": ratios["rfcn_speedup_over_c4"]["pipeline"][fewest],
         "rfcn_most_over_fewest_rois": ratios["over_fewest_rois"]["rfcn_pipeline_given_rois"][most],
         "rfcn_pipeline_over_backbone": ratios["rfcn_over_backbone"]["pipeline"][fewest],
     }
-    checks = []
-    for name, comparison, bound in TARGETS:
-        value = values[name]
-        met = value >= bound if comparison == ">=" else value <= bound
-        checks.append({"name": name, "value": value, "target": f"{comparison} {bound}", "met": met})
-    return checks
+
+
+def check_targets(wall: dict[str, Any], cpu: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets against the ratios of whole pipelines, from wall-clock medians
+    (``value``, ``met``) and from process-CPU medians (``value_cpu``, ``met_cpu``: the steadier
+    reading on a shared machine)."""
+
+    def meets(value: float, comparison: str, bound: float) -> bool:
+        return value >= bound if comparison == ">=" else value <= bound
+
+    wall_values, cpu_values = _target_values(wall), _target_values(cpu)
+    return [
+        {
+            "name": name,
+            "target": f"{comparison} {bound}",
+            "value": wall_values[name],
+            "met": meets(wall_values[name], comparison, bound),
+            "value_cpu": cpu_values[name],
+            "met_cpu": meets(cpu_values[name], comparison, bound),
+        }
+        for name, comparison, bound in TARGETS
+    ]
 
 
 def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
@@ -186,23 +203,18 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         max_size=settings.max_size,
         rpn_post_nms_test=settings.roi_counts[0],
     )
-    rfcn = build_model(cfg).to(device).eval()
-    c4 = build_c4_detector(rfcn, cfg).eval()
     height, width = settings.size, settings.size * 4 // 3
     images = [torch.rand(3, height, width, generator=generator).to(device)]
+    rfcn = build_model(cfg).to(device)
+    calibrate_batch_norm(rfcn, images)
+    c4 = build_c4_detector(rfcn, cfg).eval()  # its per-RoI conv5 takes the fitted statistics
     batch_images = [
         torch.rand(3, height, width, generator=generator).to(device)
         for _ in range(settings.batch_size)
     ]
     inference = inference_cases(rfcn, c4, images, settings.roi_counts, budget, generator)
-    targets = [
-        {
-            key: value.to(device)
-            for key, value in random_targets(
-                3, height, width, settings.num_classes, generator
-            ).items()
-        }
-    ]
+    ground_truth = random_targets(3, height, width, settings.num_classes, generator)
+    targets = [{key: value.to(device) for key, value in ground_truth.items()}]
     training: dict[str, Any] = {"rfcn": {}, "c4": {}}
     for count in settings.train_roi_counts:
         key = str(count)
@@ -211,13 +223,16 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
             training["c4"][key] = training_case(c4, images, targets, count, budget, generator)
     if settings.c4_training:
         training["rfcn_speedup_over_c4"] = {
-            n: _ratio(median_ms(training["c4"][n]), median_ms(training["rfcn"][n]))
+            n: median_ms(training["c4"][n]) / median_ms(training["rfcn"][n])
             for n in training["rfcn"]
         }
     fast_path = fast_path_cases(
         rfcn, images, batch_images, budget, generator, compile_backbone=settings.compile
     )
-    ratios = summarize_ratios(inference)
+    ratios = {
+        "wall": summarize_ratios(inference, "median_ms"),
+        "cpu": summarize_ratios(inference, "cpu_median_ms"),
+    }
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = list(os.getloadavg())
     return {
@@ -237,7 +252,7 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         "ratios": ratios,
         "training": training,
         "fast_path": fast_path,
-        "targets": check_targets(ratios),
+        "targets": check_targets(ratios["wall"], ratios["cpu"]),
     }
 
 
@@ -272,7 +287,7 @@ def format_table(result: dict[str, Any]) -> str:
             inference["head"]["rfcn"][n],
             inference["head"]["c4"][n],
         ]
-        speedup = ratios["rfcn_speedup_over_c4"]["head"][n]
+        speedup = ratios["wall"]["rfcn_speedup_over_c4"]["head"][n]
         lines.append(f"| {n} | " + " | ".join(_cell(c) for c in row) + f" | {speedup:.2f} |")
     lines += ["", "| training step, OHEM | " + " | ".join(result["training"]["rfcn"]) + " |"]
     lines.append("|---|" + "---:|" * len(result["training"]["rfcn"]))
@@ -291,7 +306,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append("")
     for check in result["targets"]:
         verdict = "met" if check["met"] else "NOT met"
-        lines.append(f"- {check['name']} {check['target']}: {check['value']:.2f} ({verdict})")
+        verdict_cpu = "met" if check["met_cpu"] else "NOT met"
+        lines.append(
+            f"- {check['name']} {check['target']}: wall {check['value']:.2f} ({verdict}), "
+            f"CPU time {check['value_cpu']:.2f} ({verdict_cpu})"
+        )
     return "\n".join(lines)
 
 

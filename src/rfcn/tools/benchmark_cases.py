@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from rfcn.config import TrainConfig
 from rfcn.engine.optim import build_optimizer
@@ -51,6 +52,32 @@ def measure(fn: Callable[[], object], budget: Budget) -> dict[str, Any]:
 
 def median_ms(result: dict[str, Any]) -> float:
     return float(result["time"]["median_ms"])
+
+
+def calibrate_batch_norm(model: nn.Module, images: list[Tensor]) -> None:
+    """Set every BatchNorm's statistics to those of its input on ``images`` (in place).
+
+    A randomly initialised ResNet whose BatchNorms hold their initial statistics (mean 0,
+    variance 1) is far from unit scale: each residual block adds its branch's variance, so
+    ResNet-101's conv4 overflows float32 and its RPN keeps no proposal at all. The benchmark
+    needs realistic numbers of proposals, detections and NMS work, so each norm layer is
+    fitted to its actual input, in network order during one forward pass (a forward
+    pre-hook sets the statistics just before the layer normalises with them).
+    """
+
+    def fit(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        features = inputs[0]
+        module.running_mean.copy_(features.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(features.var(dim=(0, 2, 3)))
+
+    norms = [m for m in model.modules() if isinstance(m, (FrozenBatchNorm2d, nn.BatchNorm2d))]
+    handles = [norm.register_forward_pre_hook(fit) for norm in norms]
+    try:
+        with torch.no_grad():
+            model.eval()(images)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def random_boxes(count: int, height: int, width: int, generator: torch.Generator) -> Tensor:

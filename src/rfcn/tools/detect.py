@@ -4,8 +4,8 @@ The weights are a checkpoint (``.pt``, run with PyTorch) or an ONNX export (``.o
 with onnxruntime; that path never imports torch, so this module imports it lazily).
 
 Exit codes: 0 every image done; 1 some images could not be read (each named in a warning on
-stderr, the others done); 2 a user error that stops the run (bad weights, no images, none
-readable).
+stderr, the others done); 2 a user error that stops the run (bad weights, no images, the one
+image given or none of several readable).
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    images = find_images(args.paths)
-    if not images:
-        raise UserError(" ".join(map(str, args.paths)), "no image files found")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(out, "the output path exists and is not a folder")
+    # Pictures of an earlier run inside an input folder are outputs, not inputs.
+    images = [p for p in find_images(args.paths) if out.resolve() not in p.resolve().parents]
+    if not images:
+        raise UserError(" ".join(map(printable_path, args.paths)), "no image files found")
     predictor = load_predictor(args.weights, args.device, args.score_threshold)
     out.mkdir(parents=True, exist_ok=True)
     skipped = 0
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             detect_one(predictor, path, out / name)
         except UserError as exc:
+            if len(images) == 1:
+                raise
             print(f"warning: {exc} (skipped)", file=sys.stderr)
             skipped += 1
     done = len(images) - skipped

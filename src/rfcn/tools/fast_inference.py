@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 import torch
-import torch._inductor.config
 from torch import Tensor, nn
 
 from rfcn.ops.boxes import box_iou
@@ -136,7 +135,10 @@ class FrozenCompiledModule(nn.Module):
         self.compiled = torch.compile(module, dynamic=False)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with torch._inductor.config.patch(freezing=True):
+        # Imported here: loading Inductor takes about a second, and only compiled models need it.
+        from torch._inductor import config as inductor_config
+
+        with inductor_config.patch(freezing=True):
             return self.compiled(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
