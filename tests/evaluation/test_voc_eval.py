@@ -102,19 +102,20 @@ def test_a_class_of_only_difficult_objects_has_no_ap() -> None:
     assert ap_both(ground_truth, dets(("a", 0.9, BOX_A))) == (None, None)
 
 
-def test_iou_must_exceed_the_threshold() -> None:
+def test_iou_at_the_threshold_is_a_hit_as_in_the_devkit() -> None:
     # VOC pixels (+1 widths): BOX_A covers 10 x 10 = 100; (1, 1, 10, 5) covers 10 x 5 = 50
     # inside it, so IoU is exactly 0.5 (without the +1 it would be 36 / 81).
     half = (1.0, 1.0, 10.0, 5.0)
     assert voc_box_iou(np.array(half), np.array([BOX_A]))[0] == 0.5
     ground_truth = {"a": gt(("cat", BOX_A, False))}
-    assert ap_both(ground_truth, dets(("a", 0.9, half)), iou=0.5) == (0.0, 0.0)
-    assert ap_both(ground_truth, dets(("a", 0.9, half)), iou=0.49) == (1.0, 1.0)
+    assert ap_both(ground_truth, dets(("a", 0.9, half)), iou=0.5) == (1.0, 1.0)
+    assert ap_both(ground_truth, dets(("a", 0.9, half)), iou=0.51) == (0.0, 0.0)
     assert ap_both(ground_truth, dets(("a", 0.9, (1.0, 1.0, 10.0, 6.0))), iou=0.5) == (1.0, 1.0)
 
 
 def test_our_boxes_become_voc_pixels_before_matching() -> None:
-    # 0-based continuous (0, 0, 10, 5) is VOC (1, 1, 10, 5): IoU 0.5 with BOX_A, as above
+    # 0-based continuous (0, 0, 10, 5) is VOC (1, 1, 10, 5): IoU 0.5 with BOX_A, as above; read
+    # as VOC pixels unconverted it would overlap 50 / 116 < 0.5
     grouped = voc_class_detections(
         {
             "a": {
@@ -128,7 +129,8 @@ def test_our_boxes_become_voc_pixels_before_matching() -> None:
     np.testing.assert_array_equal(grouped["cat"].boxes, [[1.0, 1.0, 10.0, 5.0]])
     np.testing.assert_array_equal(grouped["dog"].boxes, [BOX_A])
     ground_truth = {"a": gt(("cat", BOX_A, False), ("dog", BOX_A, False))}
-    assert voc_class_ap(ground_truth, "cat", grouped["cat"], 0.5) == 0.0
+    assert voc_class_ap(ground_truth, "cat", grouped["cat"], 0.5) == 1.0
+    assert voc_class_ap(ground_truth, "cat", grouped["cat"], 0.51) == 0.0
     assert voc_class_ap(ground_truth, "dog", grouped["dog"], 0.5) == 1.0
 
 

@@ -70,9 +70,8 @@ HAND_DETECTIONS = {
 }
 
 
-def rfcn(monkeypatch: pytest.MonkeyPatch, *argv: str | Path) -> int:
-    """Run the ``rfcn`` command with only this tool registered."""
-    monkeypatch.setattr(cli, "TOOL_MODULES", ("rfcn.tools.evaluate",))
+def rfcn(*argv: str | Path) -> int:
+    """Run the ``rfcn`` command."""
     return cli.main([str(arg) for arg in argv])
 
 
@@ -86,14 +85,12 @@ def test_ground_truth_keeps_the_xml_boxes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("metric", "dog_ap"), [("voc07", 28 / 33), ("voc", 5 / 6)])
-def test_prints_a_table_and_writes_json(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, metric: str, dog_ap: float
-) -> None:
+def test_prints_a_table_and_writes_json(tmp_path: Path, capsys, metric: str, dog_ap: float) -> None:
     root = hand_fixture(tmp_path / "voc")
     write_detections(HAND_DETECTIONS, CLASSES, metric, tmp_path / "results")
     out = tmp_path / "report" / "metrics.json"
     argv = ["evaluate", "--dataset", root, "--split", "test", "--metric", metric]
-    assert rfcn(monkeypatch, *argv, "--detections", tmp_path / "results", "--out", out) == 0
+    assert rfcn(*argv, "--detections", tmp_path / "results", "--out", out) == 0
     table = capsys.readouterr().out
     assert "cat" in table and "dog" in table and "mAP" in table
     assert f"{dog_ap:.4f}" in table
@@ -138,9 +135,7 @@ def random_split(root: Path, seed: int) -> dict[str, dict[str, torch.Tensor]]:
 
 
 @pytest.mark.parametrize("metric", ["voc07", "voc"])
-def test_in_memory_equals_results_files_round_trip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metric: str
-) -> None:
+def test_in_memory_equals_results_files_round_trip(tmp_path: Path, metric: str) -> None:
     root = tmp_path / "voc"
     detections = random_split(root, seed=3)
     classes = [*CLASSES, "horse"]  # horse: no ground truth, so no AP
@@ -148,15 +143,13 @@ def test_in_memory_equals_results_files_round_trip(
     write_detections(detections, classes, metric, tmp_path / "results")
     out = tmp_path / "metrics.json"
     argv = ["evaluate", "--dataset", root, "--split", "val", "--metric", metric, "--out", out]
-    assert rfcn(monkeypatch, *argv, "--detections", tmp_path / "results") == 0
+    assert rfcn(*argv, "--detections", tmp_path / "results") == 0
     assert json.loads(out.read_text()) == in_memory  # to the last bit; bird is not scored
     assert in_memory["AP"]["horse"] is None
     assert 0.0 < in_memory["mAP"] < 1.0
 
 
-def test_coco_in_memory_equals_results_file_round_trip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
+def test_coco_in_memory_equals_results_file_round_trip(tmp_path: Path, capsys) -> None:
     detections = random_split(tmp_path / "voc", seed=4)
     gt = {
         "images": [{"id": int(i) + 1, "file_name": f"{i}.jpg"} for i in detections],
@@ -182,20 +175,18 @@ def test_coco_in_memory_equals_results_file_round_trip(
     out = tmp_path / "metrics.json"
     argv = ["evaluate", "--dataset", tmp_path, "--split", "val", "--metric", "coco"]
     argv += ["--detections", tmp_path / "results.json", "--annotations", gt_path, "--out", out]
-    assert rfcn(monkeypatch, *argv) == 0
+    assert rfcn(*argv) == 0
     assert json.loads(out.read_text()) == in_memory
     assert "AP50" in capsys.readouterr().out
 
 
-def test_malformed_results_line_exits_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
+def test_malformed_results_line_exits_2(tmp_path: Path, capsys) -> None:
     root = hand_fixture(tmp_path / "voc")
     paths = write_detections(HAND_DETECTIONS, CLASSES, "voc07", tmp_path / "results")
     with paths[1].open("a") as handle:
         handle.write("000002 0.5 1 2 3\n")
     argv = ["evaluate", "--dataset", root, "--split", "test", "--metric", "voc07"]
-    assert rfcn(monkeypatch, *argv, "--detections", tmp_path / "results") == 2
+    assert rfcn(*argv, "--detections", tmp_path / "results") == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {paths[1]}: line 4: expected <image_id> <score>")
 
@@ -223,32 +214,28 @@ def test_user_errors_exit_2(
     setup(results)
     monkeypatch.chdir(tmp_path)
     argv = ["evaluate", "--dataset", root, "--split", "test", "--metric", "voc"]
-    assert rfcn(monkeypatch, *argv, "--detections", results, *extra) == 2
+    assert rfcn(*argv, "--detections", results, *extra) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error
 
 
-def test_coco_rejects_iou_and_needs_its_annotations(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
+def test_coco_rejects_iou_and_needs_its_annotations(tmp_path: Path, capsys) -> None:
     argv = ["evaluate", "--dataset", tmp_path, "--split", "val", "--metric", "coco"]
     argv += ["--detections", tmp_path / "results.json"]
-    assert rfcn(monkeypatch, *argv, "--iou", "0.5") == 2
+    assert rfcn(*argv, "--iou", "0.5") == 2
     assert "--iou" in capsys.readouterr().err
-    assert rfcn(monkeypatch, *argv) == 2
+    assert rfcn(*argv) == 2
     expected = tmp_path / "annotations" / "instances_val.json"
     assert f"error: {expected}: COCO annotation file not found" in capsys.readouterr().err
 
 
-def test_annotated_classes_without_results_files_are_not_scored(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
-) -> None:
+def test_annotated_classes_without_results_files_are_not_scored(tmp_path: Path, caplog) -> None:
     root = hand_fixture(tmp_path / "voc")
     results = tmp_path / "results"
     write_detections(HAND_DETECTIONS, CLASSES, "voc", results)
     (results / "comp4_det_test_dog.txt").unlink()
     out = tmp_path / "metrics.json"
     argv = ["evaluate", "--dataset", root, "--split", "test", "--metric", "voc", "--out", out]
-    assert rfcn(monkeypatch, *argv, "--detections", results) == 0
+    assert rfcn(*argv, "--detections", results) == 0
     assert json.loads(out.read_text()) == {"mAP": 1.0, "AP": {"cat": 1.0}}
     assert "not scored, no results file for classes: dog" in caplog.text

@@ -9,15 +9,15 @@ to the continuous IoU of ``(x1, y1, x2, y2)`` with ``(xmin - 1, ymin - 1, xmax, 
 
 Matching (Everingham et al., "The PASCAL VOC Challenge", IJCV 2010): detections of one class
 are taken in order of decreasing score; each is matched to the ground-truth box of its image
-it overlaps most; it is a true positive when that overlap exceeds the IoU threshold and the box
+it overlaps most; it is a true positive when that overlap reaches the IoU threshold and the box
 is not yet taken, a false positive when the box is taken (a duplicate) or the overlap is too
 small, and neither when the box is ``difficult``. Difficult boxes do not count among the
 positives either.
 
 Where the references disagree, this module chooses and says so:
 
-- IoU threshold: ``overlap > iou_thresh`` as py-faster-rcnn's ``voc_eval`` (whose numbers R-FCN
-  reports); the MATLAB devkit's ``VOCevaldet.m`` uses ``>=``.
+- IoU threshold: ``overlap >= iou_thresh`` as the official MATLAB devkit's ``VOCevaldet.m``
+  (which the original R-FCN MATLAB code calls); py-faster-rcnn's ``voc_eval`` uses ``>``.
 - Equal scores keep their input order (a stable sort), as MATLAB's ``sort`` in the devkit;
   py-faster-rcnn's ``np.argsort`` leaves ties in an unspecified order.
 - The 11-point metric samples recall at exactly ``k / 10``; py-faster-rcnn's
@@ -166,7 +166,7 @@ def voc_class_ap(
             overlaps = voc_box_iou(detections.boxes[index], gt_boxes)
             best = int(np.argmax(overlaps))
             best_iou = overlaps[best]
-        if best_iou > iou_thresh:
+        if best_iou >= iou_thresh:
             if difficult[image_id][best]:
                 continue
             if taken[image_id][best]:
