@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from rfcn.errors import UserError
+from rfcn.files import write_text
 
 
 @dataclass
@@ -265,7 +266,8 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML, atomically."""
+    write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 _CHOICES = {

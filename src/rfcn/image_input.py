@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from rfcn.data.images import printable_path, read_rgb_array
+from rfcn.data.images import read_rgb_array
 from rfcn.errors import UserError
+from rfcn.files import printable_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from rfcn.data.images import load_image, printable_path, read_rgb_array
+from rfcn.data.images import load_image, read_rgb_array
 from rfcn.errors import UserError
+from rfcn.files import printable_path
 
 
 def _rgb_array(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -191,3 +191,29 @@ def test_calibrated_batch_norm_keeps_resnet101_at_unit_scale() -> None:
     first_norm = model.backbone.trunk[1]
     stem = model.backbone.trunk[0](batch.tensor)
     torch.testing.assert_close(first_norm.running_mean, stem.mean(dim=(0, 2, 3)))
+
+
+@pytest.mark.slow
+def test_benchmark_runs_a_checkpoint_on_a_picture(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from rfcn.config import Config, ModelConfig
+    from rfcn.engine.checkpoint import model_state, save_checkpoint
+    from rfcn.modeling.rfcn import build_model
+
+    cfg = Config(model=ModelConfig(backbone="resnet18", num_classes=2, k=3, head_channels=32))
+    save_checkpoint(tmp_path / "model.pt", model_state(build_model(cfg.model), cfg, ["cat", "dog"]))
+    Image.fromarray((torch.rand(70, 120, 3) * 255).byte().numpy()).save(tmp_path / "p.png")
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--size", "80", "--roi-counts", "8,16", "--train-roi-counts", "16"]
+    argv += ["--repeats", "1", "--no-c4-training", "--batch-size", "1"]
+    argv += ["--weights", str(tmp_path / "model.pt"), "--image", str(tmp_path / "p.png")]
+    assert benchmark.run(_parse([*argv, "--out", str(out)])) == 0
+    result = json.loads(out.read_text())
+    settings = result["settings"]
+    assert (settings["num_classes"], settings["k"]) == (2, 3)
+    assert settings["input_image_hw"] == [70, 120]
+    assert settings["network_input_hw"][0] == 96  # 80 px shorter side, padded to 32
+    assert result["training"]["c4"] == {}
+    with pytest.raises(UserError, match="not found"):
+        benchmark.run(_parse([*argv[:-2], "--image", str(tmp_path / "no.png"), "--out", str(out)]))

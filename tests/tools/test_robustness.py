@@ -10,8 +10,6 @@ import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +23,6 @@ from PIL import Image
 from rfcn.cli import main
 from rfcn.config import Config, save_config
 from rfcn.data.synthetic import CLASS_NAMES, COCO_JSON, TEST_SPLIT, ensure_synthetic_dataset
-from rfcn.tools.atomic_files import write_json
 
 
 @pytest.fixture(scope="module")
@@ -465,52 +462,3 @@ def test_config_with_wrong_types(
     code, err = run_cli(["eval", "--config", config, "--weights", weights], capsys)
     assert code == 2
     assert_one_error_line(err, config, "model.k: expected an integer, got 'three'")
-
-
-# ---- atomic output files ----
-
-
-def test_a_killed_writer_leaves_the_previous_file_intact(tmp_path: Path) -> None:
-    target = tmp_path / "metrics.json"
-    write_json(target, {"mAP": 0.25})
-    # The child blocks inside fsync, after writing its temp file, and is then killed.
-    script = f"""
-import os, time
-from rfcn.tools import atomic_files
-os.fsync = lambda fd: (print("writing", flush=True), time.sleep(60))
-atomic_files.write_json({str(target)!r}, {{"mAP": 0.75, "padding": "x" * 1000000}})
-"""
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "writing"
-        temp_files = list(tmp_path.glob(".metrics.json.*.tmp"))
-        assert len(temp_files) == 1 and temp_files[0].stat().st_size > 1_000_000
-    finally:
-        child.kill()  # SIGKILL: no cleanup code runs in the child
-        child.wait(timeout=30)
-    assert json.loads(target.read_text()) == {"mAP": 0.25}
-
-
-def test_a_failed_write_leaves_neither_half_a_file_nor_a_temp_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    target = tmp_path / "detections.json"
-    write_json(target, {"detections": []})
-
-    def interrupted(*args: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        write_json(target, {"detections": [1, 2, 3]})
-    monkeypatch.undo()
-    assert json.loads(target.read_text()) == {"detections": []}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["detections.json"]
-    mode = target.stat().st_mode & 0o777
-    assert mode == 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -9,7 +9,6 @@ Crowd boxes (``iscrowd: 1``) are left out of training targets and kept, flagged
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -19,8 +18,9 @@ from typing import Any, NamedTuple
 import torch
 
 from rfcn.data.dataset import DetectionDataset, ImageRecord, Transform, sanitize_boxes
-from rfcn.data.images import MAX_IMAGE_PIXELS, PathLike, printable_path
+from rfcn.data.images import MAX_IMAGE_PIXELS
 from rfcn.errors import UserError
+from rfcn.files import PathLike, printable_path, read_json
 
 
 class _Annotation(NamedTuple):
@@ -36,19 +36,11 @@ def read_coco_json(json_path: PathLike) -> dict[str, Any]:
     Raises:
         UserError: the file is missing, unreadable, not JSON, or not a JSON object.
     """
-    path = Path(os.fsdecode(json_path))
-    shown = printable_path(path)
-    try:
-        with path.open(encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise UserError(shown, "annotation file not found") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(shown, f"malformed JSON: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(shown, f"cannot read annotation file: {exc}") from None
+    data = read_json(json_path, "COCO annotation file")
     if not isinstance(data, dict):
-        raise UserError(shown, "expected a JSON object with images, annotations, categories")
+        raise UserError(
+            printable_path(json_path), "expected a JSON object with images, annotations, categories"
+        )
     return data
 
 

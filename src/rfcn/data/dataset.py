@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from rfcn.data.images import MAX_IMAGE_PIXELS, load_image, printable_path
+from rfcn.data.images import MAX_IMAGE_PIXELS, load_image
+from rfcn.files import printable_path
 from rfcn.ops.boxes import clip_boxes, nonempty_boxes
 
 Target = dict[str, Any]

@@ -19,11 +19,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from rfcn.errors import UserError
+from rfcn.files import PathLike, printable_path
 
 if TYPE_CHECKING:
     from torch import Tensor
-
-PathLike = str | bytes | os.PathLike[str]
 
 # 100 megapixels: a float32 RGB copy of such an image already takes 1.2 GB, so larger images
 # are refused from their header, before any pixel is decoded. Pillow's own hard refusal
@@ -33,16 +32,6 @@ MAX_IMAGE_PIXELS = 100_000_000
 # Integer modes with more than 8 bits per sample (16-bit PNG/TIFF greyscale). Pillow's
 # convert("RGB") would saturate them at 255, so they are rescaled from their 16-bit range.
 _WIDE_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def printable_path(path: PathLike) -> str:
-    """``path`` as text safe to print: bytes that are not UTF-8 appear as ``\\xNN`` escapes.
-
-    File names on Linux are bytes; Python maps undecodable ones to lone surrogates, which
-    cannot be written to a UTF-8 terminal, so error messages use this form instead.
-    """
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def read_rgb_array(path: PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

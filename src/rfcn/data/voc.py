@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 from rfcn.data.dataset import DetectionDataset, ImageRecord, Transform, sanitize_boxes
-from rfcn.data.images import MAX_IMAGE_PIXELS, PathLike, printable_path
+from rfcn.data.images import MAX_IMAGE_PIXELS
 from rfcn.errors import UserError
+from rfcn.files import PathLike, printable_path
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -27,8 +27,8 @@ from torch import nn
 
 from rfcn.config import Config, config_from_dict, config_to_dict
 from rfcn.errors import UserError
+from rfcn.files import write_bytes
 from rfcn.modeling.rfcn import build_model
-from rfcn.tools.atomic_files import write_bytes
 
 FORMAT_VERSION = 1
 

@@ -19,18 +19,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm import tqdm
 
-from rfcn.config import Config, config_to_dict
-from rfcn.tools.atomic_files import write_text
+from rfcn.config import Config, save_config
+from rfcn.files import write_text
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
 
 def save_resolved_config(cfg: Config, output_dir: Path) -> None:
-    write_text(output_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    save_config(cfg, output_dir / CONFIG_FILE)
 
 
 def truncate_metrics(output_dir: Path, last_iteration: int) -> None:

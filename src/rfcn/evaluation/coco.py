@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from rfcn.data.coco import read_coco_json
 from rfcn.errors import UserError
 
 # The order of COCOeval.stats.
@@ -63,15 +63,7 @@ def _pycocotools_output(verbose: bool) -> Iterator[None]:
 
 def load_coco_ground_truth(path: str | Path, verbose: bool = False) -> COCO:
     """A pycocotools ``COCO`` index of an instances JSON, with errors that name the file."""
-    path = Path(path)
-    try:
-        dataset = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(path, "COCO annotation file not found") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(path, f"malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(path, f"cannot read COCO annotations: {exc}") from None
+    dataset = read_coco_json(path)
     if not isinstance(dataset, dict) or not all(
         isinstance(dataset.get(key), list) for key in ("images", "annotations", "categories")
     ):

@@ -27,7 +27,7 @@ import numpy as np
 
 from rfcn.errors import UserError
 from rfcn.evaluation.voc import ClassDetections
-from rfcn.tools.atomic_files import write_text
+from rfcn.files import read_json, write_text
 
 Detections = Mapping[Any, Mapping[str, Any]]
 
@@ -227,14 +227,7 @@ def _is_number(value: Any) -> bool:
 def read_coco_results(path: str | Path) -> list[dict[str, Any]]:
     """Read and check a COCO results JSON; errors name the file and the bad entry."""
     path = Path(path)
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(path, "results file not found") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(path, f"malformed JSON at line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(path, f"cannot read results file: {exc}") from None
+    records = read_json(path, "results file")
     if not isinstance(records, list):
         raise UserError(path, "COCO results must be a JSON list of detections")
     for index, record in enumerate(records):

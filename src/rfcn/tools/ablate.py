@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rfcn.tools.atomic_files import write_json
+from rfcn.files import write_json
 from rfcn.tools.demo import (
     DATA_FOLDER,
     demo_config,

@@ -12,8 +12,10 @@ size, images and RoIs for both detectors:
   (:mod:`rfcn.tools.fast_inference`): inference mode, channels-last, bf16, torch.compile,
   batched images, with what bf16 changes in the outputs.
 
-Weights are random (speed does not depend on their values) with every BatchNorm fitted to
-the benchmark image, so activations, proposals and detections are of realistic scale.
+Weights are random (speed hardly depends on their values) with every BatchNorm fitted to the
+benchmark image, so activations, proposals and detections are of realistic scale; or trained
+ones (``--weights``), which also make the bf16 agreement meaningful, best on a real picture
+(``--image``).
 Times are medians (with IQR) of ``--repeats`` calls after ``--warmup`` calls, as wall clock and
 as process CPU time (steadier on a shared machine); ratios are ratios of medians, given for
 both. The JSON records the machine and the settings beside the numbers.
@@ -30,11 +32,14 @@ from typing import Any
 
 import torch
 import torchvision
+from torch import Tensor
 
 from rfcn.config import ModelConfig
+from rfcn.data.images import load_image
+from rfcn.engine.checkpoint import checkpoint_config, load_checkpoint, load_model
 from rfcn.errors import UserError
-from rfcn.modeling.rfcn import build_model
-from rfcn.tools.atomic_files import write_json
+from rfcn.files import write_json
+from rfcn.modeling.rfcn import RFCN, build_model
 from rfcn.tools.benchmark_cases import (
     Budget,
     calibrate_batch_norm,
@@ -76,6 +81,8 @@ class BenchmarkSettings:
     batch_size: int = 2
     compile: bool = False
     seed: int = 0
+    weights: str | None = None  # a trained checkpoint instead of random weights
+    image: str | None = None  # a picture instead of random pixels
 
 
 QUICK = {
@@ -189,6 +196,36 @@ def check_targets(wall: dict[str, Any], cpu: dict[str, Any]) -> list[dict[str, A
     ]
 
 
+def _detector(settings: BenchmarkSettings, image: Tensor) -> tuple[RFCN, ModelConfig]:
+    """R-FCN at the benchmark's size and test RoI count: trained weights from
+    ``settings.weights``, or random ones with BatchNorm fitted to ``image``."""
+    size_settings = {
+        "min_size": (settings.size,),
+        "max_size": settings.max_size,
+        "rpn_post_nms_test": settings.roi_counts[0],
+    }
+    if settings.weights is None:
+        cfg = ModelConfig(
+            backbone=settings.backbone, num_classes=settings.num_classes, **size_settings
+        )
+        model = build_model(cfg).to(image.device)
+        calibrate_batch_norm(model, [image])
+        return model.eval(), cfg
+    saved = checkpoint_config(settings.weights, load_checkpoint(settings.weights))
+    full_cfg = replace(saved, model=replace(saved.model, **size_settings))
+    model, _, _ = load_model(settings.weights, image.device, full_cfg)
+    return model, full_cfg.model
+
+
+def _images(settings: BenchmarkSettings, generator: torch.Generator) -> list[Tensor]:
+    """``1 + batch_size`` images: the given picture each time, or random ones of 4:3 shape."""
+    count = 1 + settings.batch_size
+    if settings.image is not None:
+        return [load_image(settings.image)] * count
+    shape = (3, settings.size, settings.size * 4 // 3)
+    return [torch.rand(shape, generator=generator) for _ in range(count)]
+
+
 def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     """Measure everything :class:`BenchmarkSettings` asks for; returns the JSON-ready result."""
     device = torch.device(settings.device)
@@ -196,22 +233,12 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     machine = describe_machine(device)
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    cfg = ModelConfig(
-        backbone=settings.backbone,
-        num_classes=settings.num_classes,
-        min_size=(settings.size,),
-        max_size=settings.max_size,
-        rpn_post_nms_test=settings.roi_counts[0],
-    )
-    height, width = settings.size, settings.size * 4 // 3
-    images = [torch.rand(3, height, width, generator=generator).to(device)]
-    rfcn = build_model(cfg).to(device)
-    calibrate_batch_norm(rfcn, images)
-    c4 = build_c4_detector(rfcn, cfg).eval()  # its per-RoI conv5 takes the fitted statistics
-    batch_images = [
-        torch.rand(3, height, width, generator=generator).to(device)
-        for _ in range(settings.batch_size)
-    ]
+    image, *batch_images = (image.to(device) for image in _images(settings, generator))
+    images = [image]
+    height, width = image.shape[-2:]
+    rfcn, cfg = _detector(settings, image)
+    settings = replace(settings, backbone=cfg.backbone, num_classes=cfg.num_classes)
+    c4 = build_c4_detector(rfcn, cfg).eval()  # its per-RoI conv5 takes R-FCN's statistics
     inference = inference_cases(rfcn, c4, images, settings.roi_counts, budget, generator)
     ground_truth = random_targets(3, height, width, settings.num_classes, generator)
     targets = [{key: value.to(device) for key, value in ground_truth.items()}]
@@ -240,7 +267,7 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         "machine": machine,
         "settings": {
             **asdict(settings),
-            "input_image_hw": [height, width],
+            "input_image_hw": [int(height), int(width)],
             "network_input_hw": inference.pop("network_input_hw"),
             "k": cfg.k,
             "memory_method": memory_method(device),
@@ -340,7 +367,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "benchmark",
         help="time R-FCN against its Faster R-CNN C4 counterpart",
-        description=__doc__.split("\n\n")[0],
+        description="Time R-FCN against its Faster R-CNN C4 counterpart (same backbone, size and "
+        "RoIs): whole pipelines, heads vs RoI count, OHEM training steps, peak memory, and the "
+        "fast-inference variants. Writes JSON and prints a Markdown table.",
     )
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -349,7 +378,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="small sizes (resnet18, 224 px, RoIs 50/100/200, 2 repeats) unless flags say else",
     )
-    parser.add_argument("--backbone", choices=RESNETS)
+    parser.add_argument("--backbone", choices=RESNETS, help="ignored with --weights")
     parser.add_argument("--size", type=_positive, help="shorter side of the network input")
     parser.add_argument("--repeats", type=_positive, help="timed calls per case")
     parser.add_argument("--warmup", type=_positive, help="untimed calls per case first")
@@ -362,6 +391,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also time C4 training steps (default: only with --quick)",
     )
     parser.add_argument("--batch-size", type=_positive, help="images in the batched case")
+    parser.add_argument(
+        "--weights",
+        help="a trained checkpoint (its backbone and classes) instead of random weights; "
+        "makes the bf16 agreement meaningful",
+    )
+    parser.add_argument("--image", help="a picture to run on instead of random pixels")
     parser.add_argument("--threads", type=_positive, help="torch.set_num_threads")
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile of the backbone"
@@ -371,7 +406,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     """Defaults, then ``--quick``'s sizes, then every flag given explicitly."""
-    settings = BenchmarkSettings(device=args.device, compile=args.compile)
+    settings = BenchmarkSettings(
+        device=args.device, compile=args.compile, weights=args.weights, image=args.image
+    )
     if args.quick:
         settings = replace(settings, **QUICK)
     flags = {

@@ -36,9 +36,9 @@ from rfcn.engine.checkpoint import load_model
 from rfcn.engine.trainer import train
 from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
+from rfcn.files import write_image, write_json
 from rfcn.ops.ps_roi_pool import ps_roi_pool
 from rfcn.predictor import Predictor
-from rfcn.tools.atomic_files import write_image, write_json
 from rfcn.tools.visualize import (
     draw_detections,
     image_grid,

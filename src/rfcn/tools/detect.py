@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rfcn.data.images import printable_path, read_rgb_array
+from rfcn.data.images import read_rgb_array
 from rfcn.errors import UserError
+from rfcn.files import printable_path, write_image, write_json
 from rfcn.image_input import find_images
-from rfcn.tools.atomic_files import write_image, write_json
 
 EPILOG = (
     "exit status: 0 all images done; 1 some images skipped (named in warnings); "

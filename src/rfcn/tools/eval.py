@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rfcn.errors import UserError
-from rfcn.tools.atomic_files import write_json
+from rfcn.files import write_json
 
 if TYPE_CHECKING:
     from rfcn.config import Config

@@ -13,7 +13,7 @@ from pathlib import Path
 from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import METRICS, evaluate_results
 from rfcn.evaluation.report import format_metrics_table
-from rfcn.tools.atomic_files import write_json
+from rfcn.files import write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rfcn.errors import UserError
+from rfcn.files import write_bytes
 from rfcn.onnx_predictor import INPUT_NAME, METADATA_CLASS_NAMES, METADATA_CONFIG, OUTPUT_NAMES
-from rfcn.tools.atomic_files import write_bytes
 
 if TYPE_CHECKING:
     import torch

@@ -1,7 +1,8 @@
-"""Write output files atomically: a temporary file in the same folder, then ``os.replace``.
+"""Files in and out: printable names, atomic writes, JSON reads with errors that name the file.
 
-A reader (or a run killed half-way) sees either the old file or the complete new one,
-never a half-written file. Torch-free, so the ONNX detection path can use it.
+Writes go to a temporary file in the same folder, then ``os.replace``: a reader (or a run
+killed half-way) sees either the old file or the complete new one, never a half-written file.
+Torch-free, so the ONNX detection path can use it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,38 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from rfcn.errors import UserError
+
+PathLike = str | bytes | os.PathLike[str]
+
+
+def printable_path(path: PathLike) -> str:
+    """``path`` as text safe to print: bytes that are not UTF-8 appear as ``\\xNN`` escapes.
+
+    File names on Linux are bytes; Python maps undecodable ones to lone surrogates, which
+    cannot be written to a UTF-8 terminal, so error messages use this form instead.
+    """
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def read_json(path: PathLike, what: str) -> Any:
+    """Parse the JSON file at ``path``; ``what`` names it in errors ("results file", ...).
+
+    Raises:
+        UserError: the file is missing, unreadable, not UTF-8 or not valid JSON.
+    """
+    shown = printable_path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise UserError(shown, f"{what} not found") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(shown, f"malformed JSON at line {exc.lineno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(shown, f"cannot read {what}: {exc}") from None
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
