@@ -49,19 +49,13 @@ from rfcn.tools.benchmark_cases import (
     random_targets,
     training_case,
 )
+from rfcn.tools.benchmark_report import check_targets, format_table, summarize_ratios
 from rfcn.tools.c4_baseline import POOL_SIZE, build_c4_detector
 from rfcn.tools.fast_inference import bf16_is_fast
 from rfcn.tools.timing import memory_method
 
 FORMAT_VERSION = 1
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-
-# The issue's targets on a CPU: (name, comparison, bound).
-TARGETS = (
-    ("rfcn_speedup_over_c4", ">=", 3.5),
-    ("rfcn_most_over_fewest_rois", "<=", 1.1),
-    ("rfcn_pipeline_over_backbone", "<=", 1.15),
-)
 
 
 @dataclass(frozen=True)
@@ -123,77 +117,6 @@ def describe_machine(device: torch.device) -> dict[str, Any]:
     if hasattr(os, "getloadavg"):
         machine["load_average_start"] = list(os.getloadavg())
     return machine
-
-
-def summarize_ratios(inference: dict[str, Any], statistic: str = "median_ms") -> dict[str, Any]:
-    """Ratios of the ``statistic`` of the cases (``median_ms``: wall clock, ``cpu_median_ms``:
-    process CPU time), side by side; RoI counts as string keys (JSON)."""
-    pipeline, given, head = (
-        inference["pipeline"],
-        inference["pipeline_given_rois"],
-        inference["head"],
-    )
-    counts = list(head["rfcn"])
-    fewest, most = counts[0], counts[-1]
-
-    def ms(case: dict[str, Any]) -> float:
-        return float(case["time"][statistic])
-
-    def over(numerators: dict[str, Any], denominator: dict[str, Any]) -> dict[str, float]:
-        return {n: ms(case) / ms(denominator) for n, case in numerators.items()}
-
-    def speedup(part: dict[str, Any]) -> dict[str, float]:
-        return {n: ms(part["c4"][n]) / ms(part["rfcn"][n]) for n in part["c4"]}
-
-    return {
-        "rfcn_speedup_over_c4": {
-            "pipeline": speedup(pipeline),
-            "pipeline_given_rois": speedup(given),
-            "head": speedup(head),
-        },
-        "over_fewest_rois": {
-            "rfcn_pipeline_given_rois": over(given["rfcn"], given["rfcn"][fewest]),
-            "rfcn_head": over(head["rfcn"], head["rfcn"][fewest]),
-            "c4_head": over(head["c4"], head["c4"][fewest]),
-        },
-        "rfcn_over_backbone": {
-            "pipeline": over(pipeline["rfcn"], inference["backbone"]),
-            "pipeline_given_rois": over(given["rfcn"], inference["backbone"]),
-        },
-        "fewest_rois": fewest,
-        "most_rois": most,
-    }
-
-
-def _target_values(ratios: dict[str, Any]) -> dict[str, float]:
-    fewest, most = ratios["fewest_rois"], ratios["most_rois"]
-    return {
-        "rfcn_speedup_over_c4": ratios["rfcn_speedup_over_c4"]["pipeline"][fewest],
-        "rfcn_most_over_fewest_rois": ratios["over_fewest_rois"]["rfcn_pipeline_given_rois"][most],
-        "rfcn_pipeline_over_backbone": ratios["rfcn_over_backbone"]["pipeline"][fewest],
-    }
-
-
-def check_targets(wall: dict[str, Any], cpu: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets against the ratios of whole pipelines, from wall-clock medians
-    (``value``, ``met``) and from process-CPU medians (``value_cpu``, ``met_cpu``: the steadier
-    reading on a shared machine)."""
-
-    def meets(value: float, comparison: str, bound: float) -> bool:
-        return value >= bound if comparison == ">=" else value <= bound
-
-    wall_values, cpu_values = _target_values(wall), _target_values(cpu)
-    return [
-        {
-            "name": name,
-            "target": f"{comparison} {bound}",
-            "value": wall_values[name],
-            "met": meets(wall_values[name], comparison, bound),
-            "value_cpu": cpu_values[name],
-            "met_cpu": meets(cpu_values[name], comparison, bound),
-        }
-        for name, comparison, bound in TARGETS
-    ]
 
 
 def _detector(settings: BenchmarkSettings, image: Tensor) -> tuple[RFCN, ModelConfig]:
@@ -281,64 +204,6 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         "fast_path": fast_path,
         "targets": check_targets(ratios["wall"], ratios["cpu"]),
     }
-
-
-def _cell(case: dict[str, Any] | None) -> str:
-    """``wall (cpu)`` medians in ms, or a dash for a case not measured."""
-    if case is None:
-        return "-"
-    return f"{case['time']['median_ms']:.0f} ({case['time']['cpu_median_ms']:.0f})"
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """A Markdown summary: medians in ms as ``wall (process CPU)``, ratios, the targets."""
-    inference, ratios = result["inference"], result["ratios"]
-    settings, machine = result["settings"], result["machine"]
-    lines = [
-        f"{settings['backbone']}, {settings['size']} px shorter side, {settings['device']} "
-        f"({machine['device_name']}, {machine['torch_threads']} threads); median ms of "
-        f"{settings['repeats']} runs as wall (process CPU)",
-        "",
-        f"backbone alone (floor): {_cell(inference['backbone'])}",
-        "",
-        "| RoIs | R-FCN pipeline | C4 pipeline | R-FCN given RoIs | C4 given RoIs "
-        "| R-FCN head | C4 head | C4/R-FCN head |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for n in inference["head"]["rfcn"]:
-        row = [
-            inference["pipeline"]["rfcn"].get(n),
-            inference["pipeline"]["c4"].get(n),
-            inference["pipeline_given_rois"]["rfcn"].get(n),
-            inference["pipeline_given_rois"]["c4"].get(n),
-            inference["head"]["rfcn"][n],
-            inference["head"]["c4"][n],
-        ]
-        speedup = ratios["wall"]["rfcn_speedup_over_c4"]["head"][n]
-        lines.append(f"| {n} | " + " | ".join(_cell(c) for c in row) + f" | {speedup:.2f} |")
-    lines += ["", "| training step, OHEM | " + " | ".join(result["training"]["rfcn"]) + " |"]
-    lines.append("|---|" + "---:|" * len(result["training"]["rfcn"]))
-    for name in ("rfcn", "c4"):
-        if result["training"][name]:
-            cells = " | ".join(_cell(c) for c in result["training"][name].values())
-            lines.append(f"| {name} | {cells} |")
-    lines += ["", "| R-FCN fast path (pipeline) | ms | speed-up |", "|---|---:|---:|"]
-    for name, case in result["fast_path"]["variants"].items():
-        lines.append(f"| {name} | {_cell(case)} | {case['speedup']:.2f} |")
-    batched = result["fast_path"]["batched"]
-    lines.append(
-        f"| batch of {batched['images']}, per image | {batched['per_image_ms']:.0f} "
-        f"| {batched['speedup_per_image']:.2f} |"
-    )
-    lines.append("")
-    for check in result["targets"]:
-        verdict = "met" if check["met"] else "NOT met"
-        verdict_cpu = "met" if check["met_cpu"] else "NOT met"
-        lines.append(
-            f"- {check['name']} {check['target']}: wall {check['value']:.2f} ({verdict}), "
-            f"CPU time {check['value_cpu']:.2f} ({verdict_cpu})"
-        )
-    return "\n".join(lines)
 
 
 def _counts(text: str) -> tuple[int, ...]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rfcn.errors import UserError
 from rfcn.files import write_json
+from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 
 if TYPE_CHECKING:
     from rfcn.config import Config
@@ -35,15 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
     parser.add_argument("--weights", required=True, help="checkpoint (.pt) from rfcn train")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/eval)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set eval.metric=voc data.test_split=val",
-    )
+    add_config_overrides(parser, "eval.metric=voc data.test_split=val")
     parser.add_argument(
         "--scales",
         nargs="+",
@@ -52,9 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="test at these shorter sides and merge (paper: 200 400 600 800 1000)",
     )
     parser.add_argument("--flip", action="store_true", help="also test on flipped images")
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
+    add_progress_switch(parser)
     parser.set_defaults(func=run)
 
 
@@ -62,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from rfcn.config import load_config
     from rfcn.evaluation.report import format_metrics_table
 
-    overrides = [item for group in args.overrides for item in group]
+    overrides = list(args.overrides)
     if args.scales:
         overrides.append(f"eval.scales=[{', '.join(map(str, args.scales))}]")
     if args.flip:

@@ -16,6 +16,7 @@ import sys
 from rfcn.config import load_config
 from rfcn.engine.distributed import is_main_process
 from rfcn.engine.trainer import train
+from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,29 +30,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="YAML config file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set train.iterations=100 model.k=3",
-    )
+    add_config_overrides(parser, "train.iterations=100 model.k=3")
     parser.add_argument(
         "--out", metavar="DIR", help="output folder (default: the config's output_dir)"
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run saved in the output folder"
     )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
+    add_progress_switch(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = [item for group in args.overrides for item in group]
+    overrides = list(args.overrides)
     cfg = load_config(args.config, overrides)
     result = train(cfg, args.out or cfg.output_dir, resume=args.resume, progress=args.progress)
     if is_main_process():
