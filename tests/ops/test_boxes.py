@@ -1,6 +1,8 @@
 import pytest
 import torch
+import torchvision
 
+from rfcn.ops import boxes as boxes_module
 from rfcn.ops.boxes import box_area, box_iou, clip_boxes, nonempty_boxes, scale_boxes
 
 
@@ -49,3 +51,29 @@ def test_scale_boxes(sx, sy):
     torch.testing.assert_close(
         scale_boxes(boxes, sx, sy), torch.tensor([[sx, 2 * sy, 3 * sx, 4 * sy]])
     )
+
+
+def _nms_per_group_reference(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou: float
+) -> list[int]:
+    """Plain NMS per group, kept indices merged best first: what batched NMS must equal."""
+    kept: list[int] = []
+    for group in groups.unique().tolist():
+        members = torch.nonzero(groups == group).flatten()
+        kept.extend(members[torchvision.ops.nms(boxes[members], scores[members], iou)].tolist())
+    return sorted(kept, key=lambda i: -scores[i].item())
+
+
+@pytest.mark.parametrize("exporting", [False, True])
+def test_batched_nms_is_nms_per_group(monkeypatch: pytest.MonkeyPatch, exporting: bool) -> None:
+    monkeypatch.setattr(boxes_module, "_exporting", lambda: exporting)
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(300, 2, generator=generator) * 100
+    sizes = torch.rand(300, 2, generator=generator) * 40 + 1
+    boxes = torch.cat((corners, corners + sizes), dim=1)
+    scores = torch.rand(300, generator=generator)
+    groups = torch.randint(0, 5, (300,), generator=generator)
+    kept = boxes_module.batched_nms(boxes, scores, groups, 0.5)
+    assert kept.tolist() == _nms_per_group_reference(boxes, scores, groups, 0.5)
+    empty = boxes_module.batched_nms(boxes[:0], scores[:0], groups[:0], 0.5)
+    assert empty.shape == (0,)

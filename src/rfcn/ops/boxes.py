@@ -7,8 +7,8 @@ convention, see the brief). Every function is vectorised and device-agnostic.
 from __future__ import annotations
 
 import torch
+import torchvision
 from torch import Tensor
-from torchvision.ops import nms
 
 
 def box_area(boxes: Tensor) -> Tensor:
@@ -69,13 +69,21 @@ def scale_boxes(boxes: Tensor, scale_x: float, scale_y: float) -> Tensor:
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
-    """NMS within each group in one call: indices of the kept ``(N, 4)`` boxes, best first.
+    """NMS within each group: indices of the kept ``(N, 4)`` boxes, best first.
 
-    torchvision's coordinate trick (each group shifted past the largest coordinate), without
-    :func:`torchvision.ops.batched_nms`'s branch on an empty input: that branch is a
-    data-dependent guard ``torch.export`` cannot trace (``rfcn export``). The zero appended
-    before ``max`` makes an empty input work too.
+    Eagerly this is :func:`torchvision.ops.batched_nms`, which runs one NMS per group on large
+    inputs (on the CPU ~13x faster than one NMS over 40k offset boxes: 2000 RoIs x 20 classes).
+    While exporting or tracing (``rfcn export``) it is the coordinate trick alone (each group
+    shifted past the largest coordinate), without torchvision's branch on an empty input, a
+    data-dependent guard ``torch.export`` cannot trace; the zero appended before ``max`` makes
+    an empty input work too.
     """
+    if not _exporting():
+        return torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
     max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
     offsets = groups.to(boxes.dtype) * (max_coordinate + 1)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
+
+
+def _exporting() -> bool:
+    return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()

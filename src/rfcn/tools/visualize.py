@@ -127,8 +127,8 @@ def _figure_to_image(figure: Any) -> Image.Image:
 
 
 def loss_figure(history: Sequence[dict[str, float]]) -> Image.Image:
-    """Loss curves: one line per ``loss*`` key of the per-log-step ``history`` records, against
-    their ``iteration``, and the total."""
+    """Loss curves: one line per ``loss*`` key of the per-log-step ``history`` records (the
+    trainer's total ``loss`` in black), against their ``iteration``."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4), dpi=100)
@@ -136,10 +136,11 @@ def loss_figure(history: Sequence[dict[str, float]]) -> Image.Image:
     iterations = [record["iteration"] for record in history]
     names = sorted({key for record in history for key in record if key.startswith("loss")})
     for name in names:
-        axes.plot(iterations, [record.get(name, math.nan) for record in history], label=name)
-    if len(names) > 1 and "loss" not in names:
-        total = [sum(record.get(name, 0.0) for name in names) for record in history]
-        axes.plot(iterations, total, label="total", color="black", linewidth=2)
+        values = [record.get(name, math.nan) for record in history]
+        if name == "loss":  # the trainer's total
+            axes.plot(iterations, values, label="total", color="black", linewidth=2)
+        else:
+            axes.plot(iterations, values, label=name, linewidth=1)
     axes.set_xlabel("iteration")
     axes.set_ylabel("loss")
     axes.set_yscale("log")
