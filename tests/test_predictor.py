@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from rfcn.config import config_from_dict
+from rfcn.config import Config, config_from_dict
 from rfcn.detections import Detections
 from rfcn.engine.checkpoint import model_state, save_checkpoint
 from rfcn.errors import UserError
-from rfcn.modeling.rfcn import build_model
+from rfcn.modeling.rfcn import RFCN, build_model
 from rfcn.predictor import Predictor
 
 
@@ -139,7 +139,8 @@ def test_score_threshold_and_bad_inputs() -> None:
         predictor("missing.jpg")
 
 
-def test_from_checkpoint_runs_the_saved_model_and_its_settings(tmp_path: Path) -> None:
+def tiny_rfcn() -> tuple[RFCN, Config]:
+    """A random-init ResNet-18 R-FCN (k=3, 2 classes) small enough to run in a second."""
     cfg = config_from_dict(
         {
             "model": {
@@ -157,7 +158,11 @@ def test_from_checkpoint_runs_the_saved_model_and_its_settings(tmp_path: Path) -
         }
     )
     torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
+    return build_model(cfg.model).eval(), cfg
+
+
+def test_from_checkpoint_runs_the_saved_model_and_its_settings(tmp_path: Path) -> None:
+    model, cfg = tiny_rfcn()
     save_checkpoint(tmp_path / "tiny.pt", model_state(model, cfg, ["cat", "dog"]))
     predictor = Predictor.from_checkpoint(tmp_path / "tiny.pt")
     assert (predictor.nms_thresh, predictor.detections_per_image) == (0.4, 7)
@@ -173,3 +178,16 @@ def test_from_checkpoint_runs_the_saved_model_and_its_settings(tmp_path: Path) -
     same_scale = Predictor(model, ["cat", "dog"], scales=[96], nms_thresh=0.4)(image)
     np.testing.assert_allclose(same_scale.boxes, detections.boxes, atol=1e-5)
     np.testing.assert_array_equal(same_scale.labels, detections.labels)
+
+
+def test_the_fast_path_keeps_the_detections() -> None:
+    model, _ = tiny_rfcn()
+    image = torch.rand(3, 80, 100, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model([image])[0]
+    fast = Predictor(model, ["cat", "dog"], nms_thresh=0.4, channels_last=True)
+    assert fast.model.backbone.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(p.requires_grad for p in fast.model.parameters())
+    detections = fast(image)
+    np.testing.assert_allclose(detections.boxes, expected["boxes"].numpy(), atol=1e-3)
+    np.testing.assert_array_equal(detections.labels, expected["labels"].numpy())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from rfcn.data.transforms import hflip_boxes
 from rfcn.detections import Detections
 from rfcn.image_input import as_rgb_array, to_chw_float
 from rfcn.ops.boxes import batched_nms
+from rfcn.tools.fast_inference import optimize_for_inference
 
 
 class Predictor:
@@ -40,6 +41,10 @@ class Predictor:
         nms_thresh: IoU of the per-class NMS that merges scales and flips.
         detections_per_image: how many merged detections to keep per image.
         score_threshold: detections below it are dropped from what ``__call__`` returns.
+        channels_last, bf16, compile_backbone: the fast inference path of
+            :func:`rfcn.tools.fast_inference.optimize_for_inference` (NHWC convolutions, bf16
+            autocast over the backbone or all convs, ``torch.compile`` of the backbone); the
+            model is changed in place.
     """
 
     def __init__(
@@ -53,11 +58,16 @@ class Predictor:
         nms_thresh: float = 0.3,
         detections_per_image: int = 100,
         score_threshold: float = 0.0,
+        channels_last: bool = False,
+        bf16: Literal["backbone", "convs"] | None = None,
+        compile_backbone: bool = False,
     ) -> None:
         if scales is not None and (not scales or min(scales) <= 0):
             raise ValueError(f"scales must be positive shorter sides, got {list(scales)}")
         self.device = torch.device(device) if device is not None else _model_device(model)
-        self.model = model.to(self.device).eval()
+        self.model = optimize_for_inference(
+            model.to(self.device), channels_last, bf16, compile_backbone
+        )
         self.class_names = tuple(class_names)
         self.scales = tuple(int(s) for s in scales) if scales is not None else None
         self.flip = flip
@@ -111,7 +121,7 @@ class Predictor:
         ]
         return detections[0] if single else detections
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_tensors(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """The model's eval output for ``(3, H, W)`` float 0..1 images, with test-time options.
 

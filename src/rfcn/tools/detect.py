@@ -41,6 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--score-threshold", type=float, default=0.5, help="drop detections below (default 0.5)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="checkpoints: channels-last convolutions, with bf16 autocast on all convs where "
+        "the device runs bf16 natively (CUDA, CPUs with AVX512-BF16/AMX)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     images = [p for p in find_images(args.paths) if out.resolve() not in p.resolve().parents]
     if not images:
         raise UserError(" ".join(map(printable_path, args.paths)), "no image files found")
-    predictor = load_predictor(args.weights, args.device, args.score_threshold)
+    predictor = load_predictor(args.weights, args.device, args.score_threshold, args.fast)
     out.mkdir(parents=True, exist_ok=True)
     skipped = 0
     for path, name in zip(images, output_names(images), strict=True):
@@ -70,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
-def load_predictor(weights: str, device: str, score_threshold: float) -> Any:
-    """An :class:`~rfcn.onnx_predictor.OnnxPredictor` for ``.onnx`` files, else a PyTorch one."""
+def load_predictor(weights: str, device: str, score_threshold: float, fast: bool = False) -> Any:
+    """An :class:`~rfcn.onnx_predictor.OnnxPredictor` for ``.onnx`` files, else a PyTorch one
+    (``fast``: on the fast inference path)."""
     if Path(weights).suffix.lower() == ".onnx":
         from rfcn.onnx_predictor import OnnxPredictor
 
@@ -83,7 +90,15 @@ def load_predictor(weights: str, device: str, score_threshold: float) -> Any:
         torch_device = resolve_device(device)
     except UserError as exc:
         raise UserError("--device", exc.problem) from None
-    return Predictor.from_checkpoint(weights, torch_device, score_threshold=score_threshold)
+    from rfcn.tools.fast_inference import bf16_is_fast
+
+    return Predictor.from_checkpoint(
+        weights,
+        torch_device,
+        score_threshold=score_threshold,
+        channels_last=fast,
+        bf16="convs" if fast and bf16_is_fast(torch_device) else None,
+    )
 
 
 def onnx_providers(device: str) -> list[str]:
