@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rfcn.files import write_json
+from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.tools.demo import (
     DATA_FOLDER,
     demo_config,
@@ -115,26 +116,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=list(VARIANTS),
         help="which variants to run (default: all)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override demo config values for every variant",
-    )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
+    add_config_overrides(parser, "train.base_lr=0.02")
+    add_progress_switch(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    overrides = [item for group in args.overrides for item in group]
     result = run_ablation(
-        args.out, args.quick, args.iterations, overrides, args.progress, args.variants
+        args.out, args.quick, args.iterations, args.overrides, args.progress, args.variants
     )
     write_json(args.out / "ablation.json", result)
     print(format_table(result["variants"]))

@@ -39,6 +39,7 @@ from rfcn.evaluation.evaluator import evaluate_detections
 from rfcn.files import write_image, write_json
 from rfcn.ops.ps_roi_pool import ps_roi_pool
 from rfcn.predictor import Predictor
+from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.tools.visualize import (
     draw_detections,
     image_grid,
@@ -277,18 +278,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="a tiny budget that only checks every step runs"
     )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override demo config values, e.g. --set model.k=3",
-    )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
+    add_config_overrides(parser, "model.k=3")
+    add_progress_switch(parser)
     parser.set_defaults(func=run)
 
 
@@ -301,9 +292,8 @@ def set_threads(threads: int | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    overrides = [item for group in args.overrides for item in group]
     out: Path = args.out
-    cfg = demo_config(out, args.quick, args.iterations, overrides)
+    cfg = demo_config(out, args.quick, args.iterations, args.overrides)
     started = time.perf_counter()
     result = train_and_evaluate(cfg, out, args.progress)
     write_image(out / "detections.png", detections_picture(result))
