@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rfcn.config import Config, EvalConfig, load_config
+from rfcn.config import Config, load_config
 from rfcn.data.build import build_dataset
 from rfcn.data.dataset import DetectionDataset
 from rfcn.data.synthetic import COCO_JSON, TEST_SPLIT, ensure_synthetic_dataset
@@ -38,8 +38,8 @@ from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
 from rfcn.files import write_image, write_json
 from rfcn.ops.ps_roi_pool import ps_roi_pool
-from rfcn.predictor import Predictor
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
+from rfcn.tools.eval import detect_dataset, test_predictor
 from rfcn.tools.visualize import (
     draw_detections,
     image_grid,
@@ -128,21 +128,6 @@ def _cpu_model() -> str | None:
     return names[0] if names else None
 
 
-def detect_all(
-    model: torch.nn.Module, dataset: DetectionDataset, cfg: EvalConfig
-) -> dict[str, dict[str, torch.Tensor]]:
-    """``{image_id: {"boxes": (N, 4), "scores": (N,), "labels": (N,)}}`` over ``dataset``, at
-    the test scales and flips of ``cfg``."""
-    predictor = Predictor(
-        model, dataset.class_names, device="cpu", scales=cfg.scales, flip=cfg.flip
-    )
-    detections = {}
-    for index, image_id in enumerate(dataset.image_ids):
-        image, _ = dataset[index]
-        detections[image_id] = predictor.predict_tensors([image])[0]
-    return detections
-
-
 def train_and_evaluate(cfg: Config, out: Path, progress: bool = True) -> RunResult:
     """Generate the data, train into ``out`` and score the test split (VOC07 and COCO)."""
     started = time.perf_counter()
@@ -152,7 +137,9 @@ def train_and_evaluate(cfg: Config, out: Path, progress: bool = True) -> RunResu
     evaluation_started = time.perf_counter()
     model, trained_cfg, class_names = load_model(result.checkpoint)
     test_set = build_dataset(trained_cfg.data, train=False)
-    detections = detect_all(model, test_set, trained_cfg.eval)
+    detections = detect_dataset(
+        test_predictor(model, class_names, trained_cfg), test_set, trained_cfg, progress=False
+    )
     voc = evaluate_detections(detections, class_names, "voc07", dataset_root=root, split=TEST_SPLIT)
     coco = evaluate_detections(
         detections,
@@ -268,7 +255,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train and evaluate a small R-FCN on synthetic shapes, on CPU",
         description=(
             "Generate a synthetic shapes dataset, train a ResNet-18 R-FCN from scratch on it "
-            "(about 10 minutes on 2 CPU cores), evaluate on the held-out split and write "
+            "(888 s measured on 2 shared CPU cores), evaluate on the held-out split and write "
             "metrics.json, detections.png, score_maps.png, loss.png and the checkpoint."
         ),
     )

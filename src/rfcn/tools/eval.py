@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,12 @@ from rfcn.files import write_json
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from rfcn.config import Config
+    from rfcn.data.dataset import DetectionDataset
+    from rfcn.modeling.rfcn import RFCN
+    from rfcn.predictor import Predictor
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,13 +81,10 @@ def evaluate_checkpoint(
         UserError: unreadable checkpoint, a checkpoint whose model or classes do not match
             the config and data, bad data files.
     """
-    from tqdm import tqdm
-
-    from rfcn.data.build import build_data_loader, build_dataset
+    from rfcn.data.build import build_dataset
     from rfcn.engine.checkpoint import load_model
     from rfcn.engine.distributed import resolve_device
     from rfcn.evaluation.evaluator import evaluate_results, write_detections
-    from rfcn.predictor import Predictor
 
     if not cfg.eval.scales or min(cfg.eval.scales) <= 0:
         raise UserError("eval.scales", f"must be positive shorter sides, got {cfg.eval.scales}")
@@ -95,28 +98,7 @@ def evaluate_checkpoint(
             f"the checkpoint's classes {list(class_names)} differ from the test data's "
             f"{list(dataset.class_names)}",
         )
-    default_scale = (model.transform.min_size[-1],)
-    scales = None if tuple(cfg.eval.scales) == default_scale else cfg.eval.scales
-    predictor = Predictor(
-        model,
-        class_names,
-        scales=scales,
-        flip=cfg.eval.flip,
-        nms_thresh=cfg.model.nms_thresh,
-        detections_per_image=cfg.model.detections_per_img,
-    )
-    loader = build_data_loader(
-        dataset,
-        cfg.eval.batch_size,
-        train=False,
-        seed=cfg.train.seed,
-        workers=cfg.data.workers,
-        aspect_grouping=False,
-    )
-    detections: dict[str, dict[str, Any]] = {}
-    for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress):
-        for output, target in zip(predictor.predict_tensors(images), targets, strict=True):
-            detections[target["image_id"]] = {key: value.cpu() for key, value in output.items()}
+    detections = detect_dataset(test_predictor(model, class_names, cfg), dataset, cfg, progress)
     out.mkdir(parents=True, exist_ok=True)
     metric = cfg.eval.metric
     if "coco_annotations" in truth:
@@ -130,6 +112,47 @@ def evaluate_checkpoint(
     metrics = evaluate_results(results, metric, iou_thresh=cfg.eval.iou_thresh, **truth)
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def test_predictor(model: RFCN, class_names: Sequence[str], cfg: Config) -> Predictor:
+    """A :class:`~rfcn.predictor.Predictor` with ``cfg``'s test scales, flips and NMS; the
+    multi-scale merge is skipped when the only scale is the model's own."""
+    from rfcn.predictor import Predictor
+
+    default_scale = (model.transform.min_size[-1],)
+    scales = None if tuple(cfg.eval.scales) == default_scale else cfg.eval.scales
+    return Predictor(
+        model,
+        class_names,
+        scales=scales,
+        flip=cfg.eval.flip,
+        nms_thresh=cfg.model.nms_thresh,
+        detections_per_image=cfg.model.detections_per_img,
+    )
+
+
+def detect_dataset(
+    predictor: Predictor, dataset: DetectionDataset, cfg: Config, progress: bool = True
+) -> dict[str, dict[str, Tensor]]:
+    """``{image_id: {"boxes": (N, 4), "scores": (N,), "labels": (N,)}}`` (on the CPU) over
+    every image of ``dataset``, in batches of ``eval.batch_size``."""
+    from tqdm import tqdm
+
+    from rfcn.data.build import build_data_loader
+
+    loader = build_data_loader(
+        dataset,
+        cfg.eval.batch_size,
+        train=False,
+        seed=cfg.train.seed,
+        workers=cfg.data.workers,
+        aspect_grouping=False,
+    )
+    detections: dict[str, dict[str, Tensor]] = {}
+    for images, targets in tqdm(loader, desc="eval", unit="batch", disable=not progress):
+        for output, target in zip(predictor.predict_tensors(images), targets, strict=True):
+            detections[target["image_id"]] = {key: value.cpu() for key, value in output.items()}
+    return detections
 
 
 def ground_truth_source(cfg: Config) -> dict[str, Any]:
