@@ -26,6 +26,7 @@ class ModelConfig:
     """The detector (paper §2). Defaults are the paper's VOC ResNet-101 setting."""
 
     backbone: str = "resnet101"  # resnet18/34/50/101/152
+    backbone_width: int = 64  # channels of conv1/res2; another width for resnet18/34 only
     # None: random init; "imagenet": torchvision's weights from the local torch hub cache;
     # otherwise a path to a state-dict file of a torchvision ResNet.
     pretrained: str | None = None
@@ -35,6 +36,10 @@ class ModelConfig:
     num_classes: int = 20  # foreground classes C; the head predicts C + 1 with background
     k: int = 7  # k x k position-sensitive bins
     head_channels: int = 1024  # the randomly initialised 1x1 conv on conv5
+    # "gaussian": std 0.01 for the head's three convs (the original code); "scaled": He init
+    # for the 1x1 reduction and std 1/sqrt(head_channels) for the class maps, which lets a head
+    # on a backbone trained from scratch start learning sooner (the demo)
+    head_init: str = "gaussian"
     box_mode: str = "agnostic"  # "agnostic" (4k^2), "agnostic8" (8k^2), "class" (4k^2 C)
     ps_roi_mode: str = "pool"  # "pool" (paper Eq. 1) or "align" (bilinear)
     # RPN (Faster R-CNN), on conv4
@@ -273,6 +278,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 _CHOICES = {
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.box_mode": ("agnostic", "agnostic8", "class"),
+    "model.head_init": ("gaussian", "scaled"),
     "model.ps_roi_mode": ("pool", "align"),
     "data.format": ("voc", "coco", "synthetic"),
     "train.mode": ("end_to_end", "alternating"),

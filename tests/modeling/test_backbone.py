@@ -84,3 +84,33 @@ def test_resnet50_atrous_uses_torchvision_dilation():
         conv4, conv5 = backbone(torch.zeros(1, 3, 64, 64))
     assert conv4.shape == (1, 1024, 4, 4) and conv5.shape == (1, 2048, 4, 4)
     assert backbone.conv5[1].conv2.dilation == (2, 2)
+
+
+@pytest.mark.parametrize("atrous", [True, False])
+def test_narrow_resnet18_channels_and_strides(atrous):
+    backbone = build_backbone("resnet18", atrous=atrous, frozen_bn=False, width=16).eval()
+    with torch.no_grad():
+        conv4, conv5 = backbone(torch.zeros(1, 3, 64, 96))
+    assert (backbone.conv4_channels, backbone.conv5_channels) == (64, 128)
+    assert conv4.shape == (1, 64, 4, 6)
+    assert conv5.shape == (1, 128, 64 // backbone.stride, 96 // backbone.stride)
+
+
+def test_narrow_builder_at_width_64_is_torchvisions_resnet18():
+    from torch import nn
+
+    from rfcn.modeling.backbone import _narrow_basic_resnet
+
+    ours = {
+        k: v.shape
+        for k, v in _narrow_basic_resnet("resnet18", 64, nn.BatchNorm2d).state_dict().items()
+    }
+    theirs = {k: v.shape for k, v in resnet18().state_dict().items() if not k.startswith("fc.")}
+    assert ours == theirs
+
+
+def test_narrow_width_needs_a_basic_block_net_and_no_imagenet_weights():
+    with pytest.raises(UserError, match="resnet18 or resnet34"):
+        build_backbone("resnet50", width=32)
+    with pytest.raises(UserError, match="ImageNet"):
+        build_backbone("resnet18", pretrained="imagenet", width=32)

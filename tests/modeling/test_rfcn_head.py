@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from rfcn.modeling.rfcn_head import RFCNHead, box_slot_of_label
@@ -33,3 +34,16 @@ def test_forward_shapes_and_box_slots():
     assert box_slot_of_label(labels, "class").tolist() == [0, 0, 3]
     assert box_slot_of_label(labels, "agnostic8").tolist() == [0, 1, 1]
     assert box_slot_of_label(labels, "agnostic").tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("init", ["gaussian", "scaled"])
+def test_initialisation(init):
+    torch.manual_seed(0)
+    head = RFCNHead(256, 512, 3, 3, "agnostic", 1 / 16, init=init)
+    reduce_std = (2 / 256) ** 0.5 if init == "scaled" else 0.01
+    cls_std = 512**-0.5 if init == "scaled" else 0.01
+    for conv, std in ((head.reduce, reduce_std), (head.cls_conv, cls_std), (head.box_conv, 0.01)):
+        assert float(conv.weight.std()) == pytest.approx(std, rel=0.05)
+        assert not conv.bias.any()
+    with pytest.raises(ValueError, match="init"):
+        RFCNHead(256, 512, 3, 3, "agnostic", 1 / 16, init="uniform")

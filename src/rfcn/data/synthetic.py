@@ -9,7 +9,7 @@ is hard in the ways R-FCN's position-sensitive score maps address (paper §2, Fi
 - objects overlap and occlude each other (each keeps at least ``MIN_VISIBLE_FRACTION`` of its
   pixels), and same-class objects are often placed next to each other, so a translation-invariant
   score (k = 1) cannot tell an RoI on one object from an RoI straddling two;
-- sizes span ``OBJECT_SIZE_RANGE`` of the image side (16 to 288 px at 320 px), with varied aspect
+- sizes span ``OBJECT_SIZE_RANGE`` of the image side (26 to 230 px at 256 px), with varied aspect
   ratio and rotation, on gradients with soft blobs and lines of other colours.
 
 Every image is drawn from its own random stream, ``(seed, split, index)``, so the train and test
@@ -36,7 +36,7 @@ from rfcn.config import DataConfig
 from rfcn.errors import UserError
 
 # Bump when the drawing changes, so stored datasets are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 CLASS_NAMES = ("circle", "ring", "square", "triangle", "star", "cross")
 MANIFEST_NAME = "synthetic.json"
 COCO_JSON = "annotations/instances_{split}.json"  # the same boxes for COCO tools and metrics
@@ -44,10 +44,10 @@ TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
 _SPLIT_CODES = {TRAIN_SPLIT: 0, TEST_SPLIT: 1}
 
-OBJECT_SIZE_RANGE = (0.05, 0.9)  # an object's longer side, as a fraction of the image side
-MAX_OBJECTS = 6
-MIN_VISIBLE_FRACTION = 0.6  # an occluded object keeps at least this much of its area
-NEIGHBOUR_PROBABILITY = 0.35  # chance that an object is a same-class neighbour of an earlier one
+OBJECT_SIZE_RANGE = (0.1, 0.9)  # an object's longer side, as a fraction of the image side
+MAX_OBJECTS = 4
+MIN_VISIBLE_FRACTION = 0.8  # an occluded object keeps at least this much of its area
+NEIGHBOUR_PROBABILITY = 0.25  # chance that an object is a same-class neighbour of an earlier one
 MIN_COLOUR_DISTANCE = 90.0  # RGB distance (0..255) between an object and what lies under it
 _SUPERSAMPLE = 4  # masks are drawn at 4x and box-filtered down, for anti-aliased edges
 _ASPECT_RANGE = {  # width / height

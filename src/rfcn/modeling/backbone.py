@@ -18,6 +18,10 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from rfcn.errors import UserError
 
+# Blocks per stage of ResNet-18/34, for nets narrower than torchvision's.
+_BASIC_STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+TORCHVISION_WIDTH = 64  # channels of conv1 and res2 in torchvision's ResNets
+
 _RESNETS = {
     "resnet18": (resnet.resnet18, resnet.ResNet18_Weights),
     "resnet34": (resnet.resnet34, resnet.ResNet34_Weights),
@@ -34,7 +38,7 @@ class ResNetBackbone(nn.Module):
     1024, ``C5`` 512 or 2048.
     """
 
-    def __init__(self, net: resnet.ResNet, atrous: bool) -> None:
+    def __init__(self, net: nn.Module, atrous: bool) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
             net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3
@@ -72,6 +76,46 @@ def _dilate_basic_conv5(layer4: nn.Sequential) -> None:
         conv.padding = (2, 2)
 
 
+def _narrow_basic_resnet(name: str, width: int, norm_layer: type[nn.Module]) -> nn.Module:
+    """ResNet-18/34 with ``width`` channels in conv1 and res2 (doubling per stage, as the
+    original's 64) instead of 64: a cheaper trunk for CPU-sized experiments (the demo).
+
+    Built from torchvision's ``BasicBlock``, with the attribute names of ``torchvision.models.
+    resnet.ResNet`` (``conv1 bn1 relu maxpool layer1..layer4``) and its initialisation, so the
+    rest of this module treats it as any other ResNet (it has no ``fc``).
+    """
+    net = nn.Module()
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = norm_layer(width)
+    net.relu = nn.ReLU(inplace=True)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    in_channels = width
+    for stage, blocks in enumerate(_BASIC_STAGES[name]):
+        channels, stride = width * 2**stage, 1 if stage == 0 else 2
+        layer = []
+        for index in range(blocks):
+            downsample = None
+            if index == 0 and (stride != 1 or in_channels != channels):
+                downsample = nn.Sequential(
+                    resnet.conv1x1(in_channels, channels, stride), norm_layer(channels)
+                )
+            layer.append(
+                resnet.BasicBlock(
+                    in_channels,
+                    channels,
+                    stride if index == 0 else 1,
+                    downsample,
+                    norm_layer=norm_layer,
+                )
+            )
+            in_channels = channels
+        setattr(net, f"layer{stage + 1}", nn.Sequential(*layer))
+    for module in net.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return net
+
+
 def _cached_imagenet_file(name: str) -> Path:
     """torchvision's ImageNet weights for ``name`` from the local torch hub cache; never downloads.
 
@@ -91,7 +135,7 @@ def _cached_imagenet_file(name: str) -> Path:
     )
 
 
-def _load_state_dict(net: resnet.ResNet, path: Path) -> None:
+def _load_state_dict(net: nn.Module, path: Path) -> None:
     """Load a torchvision ResNet state dict (the fc layer may be absent) with clear errors."""
     if not path.is_file():
         raise UserError(path, "pretrained weights file not found")
@@ -120,6 +164,7 @@ def build_backbone(
     atrous: bool = True,
     frozen_bn: bool = True,
     freeze_at: int = 2,
+    width: int = TORCHVISION_WIDTH,
 ) -> ResNetBackbone:
     """A ResNet backbone.
 
@@ -130,16 +175,30 @@ def build_backbone(
         atrous: conv5 with stride 1 and dilation 2 (stride 16 maps); False keeps stride 32.
         frozen_bn: BatchNorm with fixed statistics and affine parameters (the original code).
         freeze_at: 0 trains everything, 1 freezes the stem, 2 the stem and conv2 (res2).
+        width: channels of conv1 and res2 (64 in every torchvision ResNet); another width is
+            offered for ResNet-18/34 only, and cannot load the ImageNet weights.
     """
     if name not in _RESNETS:
         raise UserError("model.backbone", f"unknown backbone {name!r}")
     if freeze_at not in (0, 1, 2):
         raise UserError("model.freeze_at", f"must be 0, 1 or 2, got {freeze_at}")
-    constructor = _RESNETS[name][0]
     norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
-    is_bottleneck = name not in ("resnet18", "resnet34")
-    dilate = [False, False, atrous and is_bottleneck]
-    net = constructor(weights=None, norm_layer=norm_layer, replace_stride_with_dilation=dilate)
+    is_bottleneck = name not in _BASIC_STAGES
+    if width != TORCHVISION_WIDTH:
+        if is_bottleneck or width <= 0:
+            raise UserError(
+                "model.backbone_width",
+                f"{width} needs resnet18 or resnet34 and a positive width (got {name}); "
+                f"the other ResNets come only at torchvision's width {TORCHVISION_WIDTH}",
+            )
+        if pretrained == "imagenet":
+            raise UserError("model.pretrained", f"no ImageNet weights exist at width {width}")
+        net = _narrow_basic_resnet(name, width, norm_layer)
+    else:
+        dilate = [False, False, atrous and is_bottleneck]
+        net = _RESNETS[name][0](
+            weights=None, norm_layer=norm_layer, replace_stride_with_dilation=dilate
+        )
     if atrous and not is_bottleneck:
         _dilate_basic_conv5(net.layer4)
     if pretrained is not None:

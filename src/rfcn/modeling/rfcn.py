@@ -263,7 +263,7 @@ def _rois(proposals: list[Tensor]) -> Tensor:
 def build_model(cfg: ModelConfig) -> RFCN:
     """Wire an :class:`RFCN` from the model config (the one place config meets modules)."""
     backbone = build_backbone(
-        cfg.backbone, cfg.pretrained, cfg.atrous, cfg.frozen_bn, cfg.freeze_at
+        cfg.backbone, cfg.pretrained, cfg.atrous, cfg.frozen_bn, cfg.freeze_at, cfg.backbone_width
     )
     anchors = AnchorGenerator(cfg.anchor_sizes, cfg.anchor_ratios, backbone.conv4_stride)
     rpn = RegionProposalNetwork(
@@ -287,6 +287,7 @@ def build_model(cfg: ModelConfig) -> RFCN:
         cfg.box_mode,
         spatial_scale=1.0 / backbone.stride,
         ps_roi_mode=cfg.ps_roi_mode,
+        init=cfg.head_init,
     )
     transform = RFCNTransform(
         cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std

@@ -44,6 +44,9 @@ class RFCNHead(nn.Module):
         box_mode: one of :data:`BOX_MODES`.
         spatial_scale: feature-map pixels per network-input pixel (1/16 with à trous conv5).
         ps_roi_mode: "pool" (Eq. 1 of the paper) or "align" (bilinear).
+        init: "gaussian" (std 0.01 everywhere, the original prototxt's fillers) or "scaled"
+            (He init for ``reduce``, std ``1/sqrt(head_channels)`` for ``cls_conv``; ``box_conv``
+            keeps std 0.01 so the first boxes stay near the RoIs).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class RFCNHead(nn.Module):
         box_mode: str,
         spatial_scale: float,
         ps_roi_mode: str = "pool",
+        init: str = "gaussian",
     ) -> None:
         super().__init__()
         if box_mode not in BOX_MODES:
@@ -68,10 +72,16 @@ class RFCNHead(nn.Module):
         self.reduce = nn.Conv2d(in_channels, head_channels, kernel_size=1)
         self.cls_conv = nn.Conv2d(head_channels, k * k * (num_classes + 1), kernel_size=1)
         self.box_conv = nn.Conv2d(head_channels, k * k * 4 * self.num_box_slots, kernel_size=1)
-        # Gaussian std 0.01, zero bias: the original prototxt's fillers for all three convs.
+        if init not in ("gaussian", "scaled"):
+            raise ValueError(f"init must be 'gaussian' or 'scaled', got {init!r}")
         for conv in (self.reduce, self.cls_conv, self.box_conv):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
+        if init == "scaled":
+            # Two stacked std-0.01 layers give a features x weights product near zero, whose
+            # gradients are tiny both ways; pretrained conv5 features hide this, random ones do not.
+            nn.init.kaiming_normal_(self.reduce.weight, nonlinearity="relu")
+            nn.init.normal_(self.cls_conv.weight, std=head_channels**-0.5)
 
     def score_maps(self, conv5: Tensor) -> tuple[Tensor, Tensor]:
         """``conv5 (B, C5, h, w)`` -> cls maps ``(B, k²(C+1), h, w)``, box maps ``(B, 4Mk², h, w)``.

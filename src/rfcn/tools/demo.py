@@ -3,9 +3,9 @@
 One command shows the whole method working with no data, no weights and no GPU:
 
 1. generate the synthetic dataset (:mod:`rfcn.data.synthetic`) into ``OUT/synthetic``;
-2. train a ResNet-18 R-FCN from random init with the packaged ``demo.yaml``, through the same
-   trainer as ``rfcn train`` (approximate joint training with OHEM), into ``OUT``
-   (``model_final.pt``, ``config.yaml``, ``metrics.jsonl``);
+2. train an R-FCN on a half-width ResNet-18 from random init with the packaged ``demo.yaml``,
+   through the same trainer as ``rfcn train`` (approximate joint training with OHEM), into
+   ``OUT`` (``model_final.pt``, ``config.yaml``, ``metrics.jsonl``);
 3. evaluate on the held-out test split: VOC07 11-point mAP@0.5 and COCO AP;
 4. write ``metrics.json``, ``detections.png`` (test images with boxes), ``score_maps.png``
    (paper Figures 3 and 4) and ``loss.png``.
@@ -254,8 +254,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="train and evaluate a small R-FCN on synthetic shapes, on CPU",
         description=(
-            "Generate a synthetic shapes dataset, train a ResNet-18 R-FCN from scratch on it "
-            "(888 s measured on 2 shared CPU cores), evaluate on the held-out split and write "
+            "Generate a synthetic shapes dataset, train an R-FCN on a half-width ResNet-18 from "
+            "scratch on it (about 9 min on 2 CPU cores), evaluate on the held-out split and write "
             "metrics.json, detections.png, score_maps.png, loss.png and the checkpoint."
         ),
     )
