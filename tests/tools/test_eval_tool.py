@@ -42,6 +42,26 @@ def run_eval(config: Path, weights: Path, out: Path, *extra: str) -> int:
     )
 
 
+def run_evaluate(root: Path, results: Path, metric: str, out: Path, *extra: str) -> int:
+    """``rfcn evaluate`` on the test split of ``root``: scores a results file with no model."""
+    return main(
+        [
+            "evaluate",
+            "--dataset",
+            str(root),
+            "--split",
+            TEST_SPLIT,
+            "--detections",
+            str(results),
+            "--metric",
+            metric,
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
 def test_voc_results_round_trip_through_rfcn_evaluate(
     setup: tuple[Config, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -56,21 +76,7 @@ def test_voc_results_round_trip_through_rfcn_evaluate(
     assert image_id.startswith("test_") and len(numbers) == 5
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     root = Path(cfg.data.roots[0])
-    code = main(
-        [
-            "evaluate",
-            "--dataset",
-            str(root),
-            "--split",
-            TEST_SPLIT,
-            "--detections",
-            str(results),
-            "--metric",
-            "voc07",
-            "--out",
-            str(tmp_path / "evaluate.json"),
-        ]
-    )
+    code = run_evaluate(root, results, "voc07", tmp_path / "evaluate.json")
     assert code == 0
     assert json.loads((tmp_path / "evaluate.json").read_text()) == metrics
     # Independently: the Predictor over the same images, scored in memory (no files).
@@ -102,22 +108,13 @@ def test_coco_results_round_trip(setup: tuple[Config, Path, Path], tmp_path: Pat
     assert run_eval(config, weights, tmp_path / "eval") == 0
     results = tmp_path / "eval" / "detections.json"
     assert {"image_id", "category_id", "bbox", "score"} <= set(json.loads(results.read_text())[0])
-    code = main(
-        [
-            "evaluate",
-            "--dataset",
-            str(root),
-            "--split",
-            TEST_SPLIT,
-            "--detections",
-            str(results),
-            "--metric",
-            "coco",
-            "--annotations",
-            str(root / COCO_JSON.format(split=TEST_SPLIT)),
-            "--out",
-            str(tmp_path / "evaluate.json"),
-        ]
+    code = run_evaluate(
+        root,
+        results,
+        "coco",
+        tmp_path / "evaluate.json",
+        "--annotations",
+        str(root / COCO_JSON.format(split=TEST_SPLIT)),
     )
     assert code == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
