@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rfcn.benchmark.cases import random_boxes
 from rfcn.errors import UserError
 from rfcn.tools import benchmark
-from rfcn.tools.benchmark_cases import random_boxes
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -140,9 +140,9 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> N
 
 def test_calibrated_batch_norm_keeps_resnet101_at_unit_scale() -> None:
     """Random ResNet-101 activations blow up with initial statistics, not after calibration."""
+    from rfcn.benchmark.cases import calibrate_batch_norm
     from rfcn.config import ModelConfig
     from rfcn.modeling.rfcn import build_model
-    from rfcn.tools.benchmark_cases import calibrate_batch_norm
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="resnet101", min_size=(64,), max_size=100)).eval()

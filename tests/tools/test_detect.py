@@ -12,7 +12,7 @@ from PIL import Image
 
 from rfcn.cli import main
 from rfcn.data.synthetic import CLASS_NAMES
-from rfcn.predictor import Predictor
+from rfcn.inference.predictor import Predictor
 from rfcn.tools.detect import output_names
 
 

@@ -13,7 +13,7 @@ from rfcn.config import Config, config_from_dict, config_to_dict, save_config
 from rfcn.data.build import build_dataset
 from rfcn.data.synthetic import CLASS_NAMES, COCO_JSON, TEST_SPLIT, ensure_synthetic_dataset
 from rfcn.evaluation.evaluator import evaluate_detections
-from rfcn.predictor import Predictor
+from rfcn.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

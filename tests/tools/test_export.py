@@ -18,8 +18,8 @@ from PIL import Image
 from rfcn.cli import main
 from rfcn.data.synthetic import CLASS_NAMES, ensure_synthetic_dataset
 from rfcn.engine.checkpoint import load_model
-from rfcn.onnx_predictor import METADATA_CLASS_NAMES, METADATA_CONFIG
-from rfcn.tools.export import DEFAULT_OPSET, compare_with_onnx
+from rfcn.inference.export import DEFAULT_OPSET, compare_with_onnx
+from rfcn.inference.onnx_predictor import METADATA_CLASS_NAMES, METADATA_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_the_onnx_path_never_imports_torch(exported: dict[str, Path], tmp_path: 
     script = f"""
 import sys
 from rfcn.cli import main
-from rfcn.onnx_predictor import OnnxPredictor
+from rfcn.inference.onnx_predictor import OnnxPredictor
 predictor = OnnxPredictor({str(exported["onnx"])!r})
 detections = predictor({str(exported["images"] / "test_000000.jpg")!r})
 code = main([

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from rfcn.files import write_json
+from rfcn.machine import describe_machine
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.tools.demo import (
     DATA_FOLDER,
     demo_config,
-    machine_description,
     set_threads,
     train_and_evaluate,
 )
@@ -89,7 +89,7 @@ def run_ablation(
         "data": str(out / DATA_FOLDER),
         "overrides": overrides,
         "total_seconds": round(time.perf_counter() - started, 1),
-        "machine": machine_description(),
+        "machine": describe_machine(),
     }
 
 

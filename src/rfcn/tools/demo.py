@@ -16,8 +16,6 @@ One command shows the whole method working with no data, no weights and no GPU:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,10 +35,11 @@ from rfcn.engine.trainer import train
 from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
 from rfcn.files import write_image, write_json
+from rfcn.machine import describe_machine
 from rfcn.ops.ps_roi_pool import ps_roi_pool
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.tools.eval import detect_dataset, test_predictor
-from rfcn.tools.visualize import (
+from rfcn.visualize import (
     draw_detections,
     image_grid,
     loss_figure,
@@ -106,28 +105,6 @@ def demo_config(
         return load_config(path, [*settings, *overrides])
 
 
-def machine_description() -> dict[str, Any]:
-    """What the timings were measured on; the load average tells how busy the CPU was."""
-    return {
-        "platform": platform.platform(),
-        "processor": _cpu_model() or platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_1_5_15min": [round(v, 2) for v in os.getloadavg()],
-    }
-
-
-def _cpu_model() -> str | None:
-    """The CPU's marketing name on Linux (``/proc/cpuinfo``), else None."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else None
-
-
 def train_and_evaluate(cfg: Config, out: Path, progress: bool = True) -> RunResult:
     """Generate the data, train into ``out`` and score the test split (VOC07 and COCO)."""
     started = time.perf_counter()
@@ -161,7 +138,7 @@ def train_and_evaluate(cfg: Config, out: Path, progress: bool = True) -> RunResu
         "train_seconds": round(result.seconds, 1),
         "train_seconds_per_iteration": round(result.seconds / cfg.train.iterations, 3),
         "eval_seconds": round(time.perf_counter() - evaluation_started, 1),
-        "machine": machine_description(),
+        "machine": describe_machine(),
     }
     return RunResult(metrics, result.checkpoint, result.history, model, test_set, detections)
 

@@ -19,7 +19,7 @@ from typing import Any
 from rfcn.data.images import read_rgb_array
 from rfcn.errors import UserError
 from rfcn.files import printable_path, write_image, write_json
-from rfcn.image_input import find_images
+from rfcn.inference.image_input import find_images
 
 EPILOG = (
     "exit status: 0 all images done; 1 some images skipped (named in warnings); "
@@ -77,20 +77,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_predictor(weights: str, device: str, score_threshold: float, fast: bool = False) -> Any:
-    """An :class:`~rfcn.onnx_predictor.OnnxPredictor` for ``.onnx`` files, else a PyTorch one
-    (``fast``: on the fast inference path)."""
+    """An :class:`~rfcn.inference.onnx_predictor.OnnxPredictor` for ``.onnx`` files, else a
+    PyTorch one (``fast``: on the fast inference path)."""
     if Path(weights).suffix.lower() == ".onnx":
-        from rfcn.onnx_predictor import OnnxPredictor
+        from rfcn.inference.onnx_predictor import OnnxPredictor
 
         return OnnxPredictor(weights, score_threshold, providers=onnx_providers(device))
     from rfcn.engine.distributed import resolve_device
-    from rfcn.predictor import Predictor
+    from rfcn.inference.predictor import Predictor
 
     try:
         torch_device = resolve_device(device)
     except UserError as exc:
         raise UserError("--device", exc.problem) from None
-    from rfcn.tools.fast_inference import bf16_is_fast
+    from rfcn.inference.fast_path import bf16_is_fast
 
     return Predictor.from_checkpoint(
         weights,
@@ -117,7 +117,7 @@ def detect_one(predictor: Any, path: Path, stem: Path) -> None:
     """Detect in one image; write ``<stem>.jpg`` (boxes drawn) and ``<stem>.json``."""
     from PIL import Image
 
-    from rfcn.tools.visualize import draw_detections
+    from rfcn.visualize import draw_detections
 
     array = read_rgb_array(path)
     detections = predictor(array)

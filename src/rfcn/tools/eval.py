@@ -9,7 +9,7 @@ Writes into ``--out`` (default ``<output_dir>/eval``):
   them, so both commands report the same numbers.
 
 Single-scale by default; ``--scales`` (paper: 200 400 600 800 1000) and ``--flip`` turn on
-test-time augmentation (:class:`rfcn.predictor.Predictor`).
+test-time augmentation (:class:`rfcn.inference.predictor.Predictor`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
     from rfcn.config import Config
     from rfcn.data.dataset import DetectionDataset
+    from rfcn.inference.predictor import Predictor
     from rfcn.modeling.rfcn import RFCN
-    from rfcn.predictor import Predictor
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -115,9 +115,9 @@ def evaluate_checkpoint(
 
 
 def test_predictor(model: RFCN, class_names: Sequence[str], cfg: Config) -> Predictor:
-    """A :class:`~rfcn.predictor.Predictor` with ``cfg``'s test scales, flips and NMS; the
+    """A :class:`~rfcn.inference.predictor.Predictor` with ``cfg``'s test scales, flips and NMS; the
     multi-scale merge is skipped when the only scale is the model's own."""
-    from rfcn.predictor import Predictor
+    from rfcn.inference.predictor import Predictor
 
     default_scale = (model.transform.min_size[-1],)
     scales = None if tuple(cfg.eval.scales) == default_scale else cfg.eval.scales

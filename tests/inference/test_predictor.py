@@ -12,11 +12,11 @@ from PIL import Image
 from torch import Tensor, nn
 
 from rfcn.config import Config, config_from_dict
-from rfcn.detections import Detections
 from rfcn.engine.checkpoint import model_state, save_checkpoint
 from rfcn.errors import UserError
+from rfcn.inference.detections import Detections
+from rfcn.inference.predictor import Predictor
 from rfcn.modeling.rfcn import RFCN, build_model
-from rfcn.predictor import Predictor
 
 
 class StripeDetector(nn.Module):

@@ -1,6 +1,6 @@
 import pytest
 
-from rfcn.tools.benchmark_report import check_targets, summarize_ratios
+from rfcn.benchmark.report import check_targets, summarize_ratios
 
 
 def _case(median: float) -> dict:

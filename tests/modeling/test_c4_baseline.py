@@ -3,8 +3,8 @@ from torchvision.ops import roi_pool
 
 from rfcn.config import ModelConfig
 from rfcn.modeling.backbone import build_backbone
+from rfcn.modeling.c4_baseline import C4Head, build_c4_detector, build_c4_head
 from rfcn.modeling.rfcn import build_model
-from rfcn.tools.c4_baseline import C4Head, build_c4_detector, build_c4_head
 
 
 def _head(num_classes: int = 3) -> tuple:

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from rfcn.data.transforms import hflip_boxes
-from rfcn.detections import Detections
-from rfcn.image_input import as_rgb_array, to_chw_float
+from rfcn.inference.detections import Detections
+from rfcn.inference.fast_path import optimize_for_inference
+from rfcn.inference.image_input import as_rgb_array, to_chw_float
 from rfcn.ops.boxes import batched_nms
-from rfcn.tools.fast_inference import optimize_for_inference
 
 
 class Predictor:
@@ -42,7 +42,7 @@ class Predictor:
         detections_per_image: how many merged detections to keep per image.
         score_threshold: detections below it are dropped from what ``__call__`` returns.
         channels_last, bf16, compile_backbone: the fast inference path of
-            :func:`rfcn.tools.fast_inference.optimize_for_inference` (NHWC convolutions, bf16
+            :func:`rfcn.inference.fast_path.optimize_for_inference` (NHWC convolutions, bf16
             autocast over the backbone or all convs, ``torch.compile`` of the backbone); the
             model is changed in place.
     """

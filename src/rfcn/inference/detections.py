@@ -1,7 +1,7 @@
 """Detections of one image as plain numpy arrays, shared by the PyTorch and ONNX predictors.
 
 This module imports neither torch nor onnxruntime, so the ONNX path
-(:mod:`rfcn.onnx_predictor`) can use it without loading torch.
+(:mod:`rfcn.inference.onnx_predictor`) can use it without loading torch.
 """
 
 from __future__ import annotations

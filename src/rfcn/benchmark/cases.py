@@ -1,9 +1,9 @@
 """The measurements of ``rfcn benchmark``: each returns plain numbers ready for JSON.
 
-Every case times a closure with :func:`rfcn.tools.timing.time_call` (median and IQR after
+Every case times a closure with :func:`rfcn.benchmark.timing.time_call` (median and IQR after
 warm-up) and takes the peak memory of its last warm-up call. Inference runs under
 ``torch.inference_mode`` in float32 with contiguous (NCHW) tensors unless a fast-path variant
-says otherwise; R-FCN and its C4 counterpart (:mod:`rfcn.tools.c4_baseline`) always run under
+says otherwise; R-FCN and its C4 counterpart (:mod:`rfcn.modeling.c4_baseline`) always run under
 the same settings, on the same images and the same RoIs.
 """
 
@@ -20,11 +20,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from rfcn.benchmark.timing import peak_memory_mib, time_call
 from rfcn.config import TrainConfig
 from rfcn.engine.optim import build_optimizer
+from rfcn.inference.fast_path import bf16_is_fast, detection_agreement, optimize_for_inference
 from rfcn.modeling.rfcn import RFCN
-from rfcn.tools.fast_inference import bf16_is_fast, detection_agreement, optimize_for_inference
-from rfcn.tools.timing import peak_memory_mib, time_call
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """Run an R-FCN exported by ``rfcn export`` with onnxruntime, numpy and PIL only (no torch).
 
     predictor = OnnxPredictor("model.onnx")
-    detections = predictor("street.jpg")   # Detections, as rfcn.predictor.Predictor returns
+    detections = predictor("street.jpg")   # Detections, as the PyTorch Predictor returns
 
 The exported graph holds the whole detector (resize, normalisation, backbone, RPN,
 position-sensitive head, NMS); it takes one ``(3, H, W)`` float32 image in 0..1 and returns
 boxes in that image's pixels. Class names and the training config travel in the model's
-metadata (see :mod:`rfcn.tools.export`).
+metadata (see :mod:`rfcn.inference.export`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from rfcn.detections import Detections
 from rfcn.errors import UserError
-from rfcn.image_input import as_rgb_array, to_chw_float
+from rfcn.inference.detections import Detections
+from rfcn.inference.image_input import as_rgb_array, to_chw_float
 
-# Names shared with rfcn.tools.export, which writes them.
+# Names shared with rfcn.inference.export, which writes them.
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 METADATA_CLASS_NAMES = "rfcn_class_names"

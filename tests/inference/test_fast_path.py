@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from rfcn.tools.fast_inference import (
+from rfcn.inference.fast_path import (
     AutocastModule,
     FrozenCompiledModule,
     autocast_submodules,
@@ -101,8 +101,8 @@ def test_detection_agreement_identical_and_empty() -> None:
 
 def test_optimize_for_inference_wraps_the_chosen_scope() -> None:
     from rfcn.config import ModelConfig
+    from rfcn.inference.fast_path import BACKBONE_MODULES, CONV_MODULES, optimize_for_inference
     from rfcn.modeling.rfcn import build_model
-    from rfcn.tools.fast_inference import BACKBONE_MODULES, CONV_MODULES, optimize_for_inference
 
     cfg = ModelConfig(backbone="resnet18", num_classes=2, k=3, head_channels=16, min_size=(64,))
     for scope, wrapped in (("backbone", BACKBONE_MODULES), ("convs", CONV_MODULES)):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rfcn.tools.visualize import (
+from rfcn.visualize import (
     class_colour,
     draw_detections,
     image_grid,

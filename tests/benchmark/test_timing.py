@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rfcn.tools.timing import memory_method, peak_memory_mib, summarize, time_call
+from rfcn.benchmark.timing import memory_method, peak_memory_mib, summarize, time_call
 
 CPU = torch.device("cpu")
 

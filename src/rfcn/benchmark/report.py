@@ -1,5 +1,5 @@
 """The analysis half of ``rfcn benchmark``: ratios of the measured medians, the issue's targets,
-and a Markdown table of a result (the JSON that :func:`rfcn.tools.benchmark.run_benchmark`
+and a Markdown table of a result (the JSON that :func:`rfcn.benchmark.run.run_benchmark`
 returns)."""
 
 from __future__ import annotations
