@@ -21,3 +21,13 @@ class UserError(Exception):
         self.source = "" if source is None else str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc`` as one line for a :class:`UserError`: its message's first line, else its type.
+
+    Library errors about a bad file (torch.load, onnxruntime, urllib) can run to paragraphs;
+    the user gets the line that names the problem.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rfcn.errors import UserError
+from rfcn.errors import UserError, first_line
 from rfcn.inference.detections import Detections
 from rfcn.inference.image_input import as_rgb_array, to_chw_float
 
@@ -59,10 +59,7 @@ class OnnxPredictor:
                 os.fspath(path), providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            raise UserError(path, f"not a loadable ONNX model: {first_line}") from None
+            raise UserError(path, f"not a loadable ONNX model: {first_line(exc)}") from None
         metadata = self.session.get_modelmeta().custom_metadata_map
         if METADATA_CLASS_NAMES not in metadata:
             raise UserError(
