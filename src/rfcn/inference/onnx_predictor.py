@@ -20,6 +20,7 @@ import numpy as np
 from rfcn.errors import UserError, first_line
 from rfcn.inference.detections import Detections
 from rfcn.inference.image_input import as_rgb_array, to_chw_float
+from rfcn.optional import require
 
 # Names shared with rfcn.inference.export, which writes them.
 INPUT_NAME = "image"
@@ -46,12 +47,7 @@ class OnnxPredictor:
         score_threshold: float = 0.0,
         providers: list[str] | None = None,
     ) -> None:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise UserError(
-                path, "running an ONNX model needs onnxruntime (pip install 'rfcn[onnx]')"
-            ) from None
+        onnxruntime = require("onnxruntime", "onnx", os.fspath(path))
         if not os.path.isfile(path):
             raise UserError(path, "file not found")
         try:
