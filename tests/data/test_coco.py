@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from rfcn.data.coco import COCODetection
-from rfcn.errors import UserError
+from rfcn.errors import DataWarning, UserError
 
 
 def _coco() -> dict[str, Any]:
@@ -185,3 +185,29 @@ def test_missing_json_and_missing_image(coco_root: Path) -> None:
     with pytest.raises(UserError, match="image file not found") as caught:
         _load(coco_root)
     assert caught.value.source.endswith("c.jpg")
+
+
+def test_lenient_reading_leaves_out_bad_entries_with_a_warning_each(coco_root: Path) -> None:
+    data = _coco()
+    data["images"].append({"id": 11, "file_name": "d.jpg", "width": -4, "height": 8})
+    data["annotations"][1]["category_id"] = 99
+    data["annotations"].append({"id": 5, "image_id": 3, "category_id": 1, "bbox": "wide"})
+    path = _write_json(coco_root, data)
+    (coco_root / "images" / "c.jpg").unlink()
+    with pytest.warns(DataWarning) as caught:
+        dataset = COCODetection(path, coco_root / "images", lenient=True)
+    problems = [(w.message.source, w.message.problem) for w in caught]
+    shown = str(path)
+    assert problems == [
+        (shown, "images[3].width: must be positive, got -4; image left out"),
+        (shown, "annotations[1].category_id: no category with id 99; annotation left out"),
+        (shown, "annotations[4].bbox: expected list, got 'wide'; annotation left out"),
+        (shown, "dropping zero-area or inverted box annotations[3].bbox [5, 5, 0, 10]"),
+        (
+            str(coco_root / "images" / "c.jpg"),
+            f"image file not found (listed in {shown}); image left out",
+        ),
+    ]
+    assert dataset.coco_image_ids == [3, 7]
+    assert dataset.records[1].labels.tolist() == [2, 1]  # image 7: the dog and the crowd box
+    assert dataset.records[1].difficult.tolist() == [False, True]

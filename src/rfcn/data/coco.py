@@ -19,7 +19,7 @@ import torch
 
 from rfcn.data.dataset import DetectionDataset, ImageRecord, Transform, sanitize_boxes
 from rfcn.data.images import MAX_IMAGE_PIXELS
-from rfcn.errors import UserError
+from rfcn.errors import UserError, raise_or_warn
 from rfcn.files import PathLike, printable_path, read_json
 
 
@@ -55,6 +55,8 @@ class COCODetection(DetectionDataset):
         keep_crowd: keep crowd boxes, flagged difficult (evaluation); training drops them.
         transform: training augmentation.
         max_pixels: larger images are refused.
+        lenient: leave out, with a :class:`DataWarning` each, bad entries of ``images`` and
+            ``annotations`` and images whose file is missing, instead of raising.
 
     Attributes:
         coco_image_ids: the numeric COCO id of every image (``image_ids`` holds them as text).
@@ -62,7 +64,8 @@ class COCODetection(DetectionDataset):
 
     Raises:
         UserError: naming the file and the key, for a missing key, a value of the wrong type,
-            an unknown image or category id, or a missing image file.
+            an unknown image or category id, or a missing image file (``lenient``: only for
+            problems of the whole file: malformed JSON, no ``images``, bad ``categories``).
     """
 
     def __init__(
@@ -73,20 +76,24 @@ class COCODetection(DetectionDataset):
         keep_crowd: bool = True,
         transform: Transform | None = None,
         max_pixels: int = MAX_IMAGE_PIXELS,
+        lenient: bool = False,
     ) -> None:
         shown = printable_path(json_path)
         data = read_coco_json(json_path)
         categories = _read_categories(data, shown)
         names, self.category_ids = _label_order(categories, class_names, shown)
         label_of_category = {cid: label for label, cid in enumerate(self.category_ids, 1)}
-        images = _read_images(data, shown)
-        boxes_of = _read_annotations(data, shown, images, label_of_category)
+        images = _read_images(data, shown, lenient)
+        boxes_of = _read_annotations(data, shown, images, label_of_category, lenient)
         folder = Path(os.fsdecode(image_dir))
-        records = [
-            _to_record(image_id, image, boxes_of.get(image_id, []), folder, shown, keep_crowd)
-            for image_id, image in sorted(images.items())
-        ]
-        self.coco_image_ids = sorted(images)
+        records = []
+        for image_id, image in sorted(images.items()):
+            try:
+                boxes = boxes_of.get(image_id, [])
+                records.append(_to_record(image_id, image, boxes, folder, shown, keep_crowd))
+            except UserError as exc:
+                raise_or_warn(exc, lenient, "image left out")
+        self.coco_image_ids = [int(record.image_id) for record in records]
         super().__init__(records, names, transform, max_pixels)
 
 
@@ -140,19 +147,31 @@ def _label_order(
     return list(class_names), [id_of[name] for name in class_names]
 
 
-def _read_images(data: dict[str, Any], shown: str) -> dict[int, dict[str, Any]]:
+def _read_images(data: dict[str, Any], shown: str, lenient: bool) -> dict[int, dict[str, Any]]:
+    """``{image id: {"file_name", "width", "height"}}``; ``lenient``: bad entries left out."""
     images: dict[int, dict[str, Any]] = {}
     for i, item in enumerate(_list(data, "images", shown)):
-        where = f"images[{i}]"
-        image_id = _field(item, "id", int, shown, where)
-        if image_id in images:
-            raise UserError(shown, f"{where}.id: duplicate image id {image_id}")
-        size = {key: _field(item, key, int, shown, where) for key in ("width", "height")}
-        for key, value in size.items():
-            if value <= 0:
-                raise UserError(shown, f"{where}.{key}: must be positive, got {value}")
-        images[image_id] = {"file_name": _field(item, "file_name", str, shown, where), **size}
+        try:
+            image_id, image = _read_image(item, f"images[{i}]", shown, images)
+        except UserError as exc:
+            raise_or_warn(exc, lenient, "image left out")
+            continue
+        images[image_id] = image
     return images
+
+
+def _read_image(
+    item: Any, where: str, shown: str, images: dict[int, dict[str, Any]]
+) -> tuple[int, dict[str, Any]]:
+    """One entry of ``images``, checked against the ids read before it."""
+    image_id = _field(item, "id", int, shown, where)
+    if image_id in images:
+        raise UserError(shown, f"{where}.id: duplicate image id {image_id}")
+    size = {key: _field(item, key, int, shown, where) for key in ("width", "height")}
+    for key, value in size.items():
+        if value <= 0:
+            raise UserError(shown, f"{where}.{key}: must be positive, got {value}")
+    return image_id, {"file_name": _field(item, "file_name", str, shown, where), **size}
 
 
 def _read_annotations(
@@ -160,38 +179,50 @@ def _read_annotations(
     shown: str,
     images: dict[int, dict[str, Any]],
     label_of_category: dict[int, int],
+    lenient: bool,
 ) -> dict[int, list[_Annotation]]:
-    """The annotations of each image id.
+    """The annotations of each image id; ``lenient``: bad entries left out.
 
     A file without ``annotations`` (COCO's image-info files for test-dev) has no boxes.
     """
     boxes_of: dict[int, list[_Annotation]] = {}
     annotations = _list(data, "annotations", shown) if "annotations" in data else []
     for i, item in enumerate(annotations):
-        where = f"annotations[{i}]"
-        image_id = _field(item, "image_id", int, shown, where)
-        if image_id not in images:
-            raise UserError(shown, f"{where}.image_id: no image with id {image_id}")
-        category_id = _field(item, "category_id", int, shown, where)
-        if category_id not in label_of_category:
-            raise UserError(shown, f"{where}.category_id: no category with id {category_id}")
-        bbox = _field(item, "bbox", list, shown, where)
-        if len(bbox) != 4 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in bbox
-        ):
-            raise UserError(shown, f"{where}.bbox: expected 4 finite numbers, got {bbox!r}")
-        crowd = item.get("iscrowd", 0)
-        if crowd not in (0, 1) or isinstance(crowd, float):
-            raise UserError(shown, f"{where}.iscrowd: expected 0 or 1, got {crowd!r}")
-        annotation = _Annotation(
-            [float(v) for v in bbox],
-            label_of_category[category_id],
-            bool(crowd),
-            f"{where}.bbox {bbox}",
-        )
+        try:
+            image_id, annotation = _read_annotation(
+                item, f"annotations[{i}]", shown, images, label_of_category
+            )
+        except UserError as exc:
+            raise_or_warn(exc, lenient, "annotation left out")
+            continue
         boxes_of.setdefault(image_id, []).append(annotation)
     return boxes_of
+
+
+def _read_annotation(
+    item: Any,
+    where: str,
+    shown: str,
+    images: dict[int, dict[str, Any]],
+    label_of_category: dict[int, int],
+) -> tuple[int, _Annotation]:
+    """One entry of ``annotations``: its image id and the annotation."""
+    image_id = _field(item, "image_id", int, shown, where)
+    if image_id not in images:
+        raise UserError(shown, f"{where}.image_id: no image with id {image_id}")
+    category_id = _field(item, "category_id", int, shown, where)
+    if category_id not in label_of_category:
+        raise UserError(shown, f"{where}.category_id: no category with id {category_id}")
+    bbox = _field(item, "bbox", list, shown, where)
+    if len(bbox) != 4 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
+    ):
+        raise UserError(shown, f"{where}.bbox: expected 4 finite numbers, got {bbox!r}")
+    crowd = item.get("iscrowd", 0)
+    if crowd not in (0, 1) or isinstance(crowd, float):
+        raise UserError(shown, f"{where}.iscrowd: expected 0 or 1, got {crowd!r}")
+    xywh, label = [float(v) for v in bbox], label_of_category[category_id]
+    return image_id, _Annotation(xywh, label, bool(crowd), f"{where}.bbox {bbox}")
 
 
 def _to_record(
