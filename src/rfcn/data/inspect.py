@@ -229,7 +229,9 @@ def format_summary(summary: dict[str, Any], flag_name: str) -> str:
             f"{summary['images']} images, {summary['objects']} objects "
             f"({summary[flag_name]} {flag_name}), "
             f"{len(summary['images_without_objects'])} images without objects",
-            f"image sizes: width {width[0]}..{width[1]}, height {height[0]}..{height[1]}",
+            f"image sizes: width {width[0]}..{width[1]}, height {height[0]}..{height[1]}"
+            if summary["images"]
+            else "image sizes: no images",
             "",
             *_table(
                 ("class", "objects", flag_name),

@@ -56,13 +56,9 @@ class OnnxPredictor:
             )
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
             raise UserError(path, f"not a loadable ONNX model: {first_line(exc)}") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_CLASS_NAMES not in metadata:
-            raise UserError(
-                path, "not an rfcn export: the class names are missing from its metadata"
-            )
-        self.class_names: tuple[str, ...] = tuple(json.loads(metadata[METADATA_CLASS_NAMES]))
-        self.config: dict[str, Any] = json.loads(metadata.get(METADATA_CONFIG, "{}"))
+        self.class_names: tuple[str, ...]
+        self.config: dict[str, Any]
+        self.class_names, self.config = _read_metadata(self.session, path)
         self.score_threshold = score_threshold
 
     def __call__(self, images: Any) -> Detections | list[Detections]:
@@ -81,3 +77,26 @@ class OnnxPredictor:
         return Detections.from_arrays(
             outputs["boxes"], outputs["scores"], outputs["labels"], self.class_names
         ).above(self.score_threshold)
+
+
+def _read_metadata(session: Any, path: str | os.PathLike[str]) -> tuple[tuple[str, ...], dict]:
+    """The class names and training config an rfcn export carries in its metadata.
+
+    Raises:
+        UserError: the metadata are missing, not UTF-8 or not the JSON ``rfcn export`` writes.
+    """
+    try:
+        metadata = session.get_modelmeta().custom_metadata_map
+        if METADATA_CLASS_NAMES not in metadata:
+            raise UserError(
+                path, "not an rfcn export: the class names are missing from its metadata"
+            )
+        class_names = json.loads(metadata[METADATA_CLASS_NAMES])
+        config = json.loads(metadata.get(METADATA_CONFIG, "{}"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # a damaged file
+        raise UserError(path, f"not an rfcn export: unreadable metadata ({exc})") from None
+    if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
+        raise UserError(path, "not an rfcn export: its class names are not a list of names")
+    if not isinstance(config, dict):
+        raise UserError(path, "not an rfcn export: its config is not a mapping")
+    return tuple(class_names), config
