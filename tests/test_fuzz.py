@@ -98,7 +98,7 @@ COCO_INSTANCES = json.dumps(
         "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
         "categories": [{"id": 3, "name": "cat"}],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [4, 5, 36, 25], "iscrowd": 0}
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [4, 5, 36, 25], "area": 900}
         ],
     }
 ).encode()
@@ -331,6 +331,35 @@ def test_evaluate_refuses_bad_coco_files(
         args = [*evaluate, "--annotations", truth, "--detections", detections, "--out", out]
         err = assert_refused(args, capsys, watched)
         assert err.startswith(f"error: {bad}: ")
+
+
+# Well-formed JSON that pycocotools cannot index or score (each crashed rfcn evaluate).
+COCO_DAMAGE = {
+    "image without id": ("images", "id", "images[0]: missing key 'id'"),
+    "category without id": ("categories", "id", "categories[0]: missing key 'id'"),
+    "annotation without bbox": ("annotations", "bbox", "annotations[0]: missing key 'bbox'"),
+    "annotation without id": (
+        "annotations", "id", "annotations[0].id: expected a number (pycocotools needs it)"
+    ),
+    "annotation without area": (
+        "annotations", "area", "annotations[0].area: expected a number (pycocotools needs it)"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", COCO_DAMAGE)
+def test_evaluate_refuses_instances_pycocotools_cannot_read(
+    good: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    section, key, problem = COCO_DAMAGE[damage]
+    instances = json.loads(COCO_INSTANCES)
+    del instances[section][0][key]
+    truth = tmp_path / "instances.json"
+    truth.write_text(json.dumps(instances))
+    args = ["evaluate", "--dataset", tmp_path, "--split", "test", "--metric", "coco"]
+    args += ["--annotations", truth, "--detections", good["results"]]
+    err = assert_refused(args, capsys, [tmp_path, good["root"]])
+    assert err == f"error: {truth}: {problem}\n"
 
 
 @pytest.mark.parametrize(("kind", "seed"), CASES)

@@ -44,6 +44,26 @@ def read_coco_json(json_path: PathLike) -> dict[str, Any]:
     return data
 
 
+def check_instances(data: dict[str, Any], shown: str) -> None:
+    """Check an instances dict as :class:`COCODetection` reads it, and for the annotation keys
+    pycocotools also needs (``id``, ``area``), so that evaluating against it cannot fail
+    inside pycocotools.
+
+    Raises:
+        UserError: naming the file (``shown``), the entry and the key.
+    """
+    categories = _read_categories(data, shown)
+    images = _read_images(data, shown, lenient=False)
+    _read_annotations(data, shown, images, dict.fromkeys(categories, 1), lenient=False)
+    for i, item in enumerate(data.get("annotations", [])):
+        for key in ("id", "area"):
+            value = item.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UserError(
+                    shown, f"annotations[{i}].{key}: expected a number (pycocotools needs it)"
+                )
+
+
 class COCODetection(DetectionDataset):
     """The images of one COCO JSON file, in ascending image id order.
 
