@@ -338,13 +338,10 @@ COCO_DAMAGE = {
     "image without id": ("images", "id", "images[0]: missing key 'id'"),
     "category without id": ("categories", "id", "categories[0]: missing key 'id'"),
     "annotation without bbox": ("annotations", "bbox", "annotations[0]: missing key 'bbox'"),
-    "annotation without id": (
-        "annotations", "id", "annotations[0].id: expected a number (pycocotools needs it)"
-    ),
-    "annotation without area": (
-        "annotations", "area", "annotations[0].area: expected a number (pycocotools needs it)"
-    ),
-}  # fmt: skip
+    "category without name": ("categories", "name", "categories[0]: missing key 'name'"),
+    "annotation without id": ("annotations", "id", "annotations[0]: missing key 'id'"),
+    "annotation without area": ("annotations", "area", "annotations[0]: missing key 'area'"),
+}
 
 
 @pytest.mark.parametrize("damage", COCO_DAMAGE)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rfcn.data.coco import COCODetection
+from rfcn.data.coco import COCODetection, check_instances
 from rfcn.errors import DataWarning, UserError
 
 
@@ -211,3 +211,18 @@ def test_lenient_reading_leaves_out_bad_entries_with_a_warning_each(coco_root: P
     assert dataset.coco_image_ids == [3, 7]
     assert dataset.records[1].labels.tolist() == [2, 1]  # image 7: the dog and the crowd box
     assert dataset.records[1].difficult.tolist() == [False, True]
+
+
+def test_check_instances_names_what_pycocotools_would_miss() -> None:
+    data = _coco()
+    for number, annotation in enumerate(data["annotations"], 1):
+        annotation["area"] = 10.0 * number
+    check_instances(data, "i.json")  # width, height and file names are not needed to score
+    data["annotations"][2]["area"] = "big"
+    with pytest.raises(UserError) as caught:
+        check_instances(data, "i.json")
+    assert str(caught.value) == "i.json: annotations[2].area: expected int or float, got 'big'"
+    data["annotations"][2]["area"] = 5
+    data["annotations"][0]["bbox"] = [1, 2, 3]
+    with pytest.raises(UserError, match=r"annotations\[0\]\.bbox: expected 4 finite numbers"):
+        check_instances(data, "i.json")

@@ -44,24 +44,30 @@ def read_coco_json(json_path: PathLike) -> dict[str, Any]:
     return data
 
 
+# What pycocotools reads from an instances file to index it and score boxes against it.
+_EVALUATION_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "images": {"id": int},
+    "categories": {"id": int, "name": str},
+    "annotations": {
+        "id": int, "image_id": int, "category_id": int, "bbox": list, "area": (int, float)
+    },
+}  # fmt: skip
+
+
 def check_instances(data: dict[str, Any], shown: str) -> None:
-    """Check an instances dict as :class:`COCODetection` reads it, and for the annotation keys
-    pycocotools also needs (``id``, ``area``), so that evaluating against it cannot fail
-    inside pycocotools.
+    """Check that an instances dict has every key pycocotools reads to score boxes against it
+    (it fails with a bare ``KeyError`` on a missing one).
 
     Raises:
         UserError: naming the file (``shown``), the entry and the key.
     """
-    categories = _read_categories(data, shown)
-    images = _read_images(data, shown, lenient=False)
-    _read_annotations(data, shown, images, dict.fromkeys(categories, 1), lenient=False)
-    for i, item in enumerate(data.get("annotations", [])):
-        for key in ("id", "area"):
-            value = item.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UserError(
-                    shown, f"annotations[{i}].{key}: expected a number (pycocotools needs it)"
-                )
+    for section, keys in _EVALUATION_KEYS.items():
+        for i, item in enumerate(_list(data, section, shown)):
+            where = f"{section}[{i}]"
+            for key, kind in keys.items():
+                _field(item, key, kind, shown, where)
+            if section == "annotations":
+                _check_bbox(item["bbox"], shown, where)
 
 
 class COCODetection(DetectionDataset):
@@ -117,7 +123,7 @@ class COCODetection(DetectionDataset):
         super().__init__(records, names, transform, max_pixels)
 
 
-def _field(item: Any, key: str, kind: type, shown: str, where: str) -> Any:
+def _field(item: Any, key: str, kind: type | tuple[type, ...], shown: str, where: str) -> Any:
     """``item[key]``, checked to be of ``kind`` (bool is never taken for a number)."""
     if not isinstance(item, dict):
         raise UserError(shown, f"{where}: expected a JSON object, got {type(item).__name__}")
@@ -125,7 +131,8 @@ def _field(item: Any, key: str, kind: type, shown: str, where: str) -> Any:
         raise UserError(shown, f"{where}: missing key {key!r}")
     value = item[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise UserError(shown, f"{where}.{key}: expected {kind.__name__}, got {value!r}")
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise UserError(shown, f"{where}.{key}: expected {names}, got {value!r}")
     return value
 
 
@@ -219,6 +226,13 @@ def _read_annotations(
     return boxes_of
 
 
+def _check_bbox(bbox: list[Any], shown: str, where: str) -> None:
+    if len(bbox) != 4 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
+    ):
+        raise UserError(shown, f"{where}.bbox: expected 4 finite numbers, got {bbox!r}")
+
+
 def _read_annotation(
     item: Any,
     where: str,
@@ -234,10 +248,7 @@ def _read_annotation(
     if category_id not in label_of_category:
         raise UserError(shown, f"{where}.category_id: no category with id {category_id}")
     bbox = _field(item, "bbox", list, shown, where)
-    if len(bbox) != 4 or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
-    ):
-        raise UserError(shown, f"{where}.bbox: expected 4 finite numbers, got {bbox!r}")
+    _check_bbox(bbox, shown, where)
     crowd = item.get("iscrowd", 0)
     if crowd not in (0, 1) or isinstance(crowd, float):
         raise UserError(shown, f"{where}.iscrowd: expected 0 or 1, got {crowd!r}")
