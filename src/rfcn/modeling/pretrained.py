@@ -73,8 +73,9 @@ def _preferred_imagenet_weights(weights_enum: type[WeightsEnum]) -> WeightsEnum:
     return next((w for w in variants if cache_path(w).is_file()), variants[0])
 
 
-def imagenet_state_dict(weights: WeightsEnum, progress: bool = True) -> dict[str, Tensor]:
-    """``weights``' state dict from the torch hub cache, downloaded there first if absent.
+def imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
+    """``weights``' state dict from the torch hub cache, downloaded there first if absent (with
+    a progress bar on stderr: a one-time download of tens to hundreds of megabytes).
 
     Raises:
         UserError: offline with nothing cached, a failed download (network, HTTP, hash
@@ -92,7 +93,7 @@ def imagenet_state_dict(weights: WeightsEnum, progress: bool = True) -> dict[str
         )
     try:
         state = weights.get_state_dict(
-            progress=progress, check_hash=True, map_location="cpu", weights_only=True
+            progress=True, check_hash=True, map_location="cpu", weights_only=True
         )
     except Exception as exc:  # urllib, hashing and torch.load each raise their own types
         if cached:
