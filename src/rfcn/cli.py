@@ -17,6 +17,7 @@ TOOL_MODULES = {
     "train": "rfcn.tools.train",
     "eval": "rfcn.tools.eval",
     "evaluate": "rfcn.tools.evaluate",
+    "data": "rfcn.tools.data",
     "detect": "rfcn.tools.detect",
     "demo": "rfcn.tools.demo",
     "ablate": "rfcn.tools.ablate",

@@ -27,8 +27,9 @@ class ModelConfig:
 
     backbone: str = "resnet101"  # resnet18/34/50/101/152
     backbone_width: int = 64  # channels of conv1/res2; another width for resnet18/34 only
-    # None: random init; "imagenet": torchvision's weights from the local torch hub cache;
-    # otherwise a path to a state-dict file of a torchvision ResNet.
+    # None: random init; "imagenet": torchvision's weights, downloaded once into the torch hub
+    # cache (RFCN_OFFLINE=1: never downloaded); otherwise a path to a torchvision ResNet
+    # state-dict file.
     pretrained: str | None = None
     atrous: bool = True  # conv5 stride 1, dilation 2: feature stride 16 (else 32)
     frozen_bn: bool = True

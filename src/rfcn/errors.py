@@ -6,6 +6,7 @@ and exit code 2, with no traceback: the user can fix the input, not the code.
 
 from __future__ import annotations
 
+import warnings
 from os import PathLike
 
 
@@ -21,3 +22,36 @@ class UserError(Exception):
         self.source = "" if source is None else str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
+
+
+class DataWarning(UserWarning):
+    """A problem in one file of a dataset that a reader worked around (a box dropped, an image
+    left out); ``rfcn data`` collects these into its list of problems.
+
+    Args:
+        source: the file (printable) the problem is in.
+        problem: what is wrong and what the reader did about it.
+    """
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+
+def raise_or_warn(error: UserError, lenient: bool, outcome: str) -> None:
+    """Raise ``error``; or, when ``lenient``, warn it as a :class:`DataWarning` that ends with
+    what the caller does instead (``outcome``, e.g. "image left out") and return."""
+    if not lenient:
+        raise error
+    warnings.warn(DataWarning(error.source, f"{error.problem}; {outcome}"), stacklevel=3)
+
+
+def first_line(exc: BaseException) -> str:
+    """``exc`` as one line for a :class:`UserError`: its message's first line, else its type.
+
+    Library errors about a bad file (torch.load, onnxruntime, urllib) can run to paragraphs;
+    the user gets the line that names the problem.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

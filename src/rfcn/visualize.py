@@ -151,6 +151,55 @@ def loss_figure(history: Sequence[dict[str, float]]) -> Image.Image:
     return _figure_to_image(figure)
 
 
+def box_distribution_figure(
+    sizes: np.ndarray,
+    ratios: np.ndarray,
+    anchor_sizes: Sequence[float],
+    anchor_ratios: Sequence[float],
+    size_label: str,
+) -> Image.Image:
+    """Histograms of box sizes and aspect ratios (log scales) with the anchors' marked, to see
+    at a glance whether the RPN's anchors cover a dataset's objects.
+
+    Args:
+        sizes: ``(N,)`` box sizes ``sqrt(w * h)`` in pixels.
+        ratios: ``(N,)`` aspect ratios ``h / w``.
+        anchor_sizes, anchor_ratios: the model's anchors, drawn as dashed lines.
+        size_label: the size axis' label (which pixels the sizes are in).
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4), dpi=100)
+    panels = [
+        (sizes, anchor_sizes, size_label, "anchor sizes"),
+        (ratios, anchor_ratios, "aspect ratio h / w", "anchor ratios"),
+    ]
+    for column, (values, anchors, label, anchor_label) in enumerate(panels, 1):
+        axes = figure.add_subplot(1, 2, column)
+        # Log-spaced bins over the values and the anchors, a little wider on both sides.
+        shown = np.concatenate([np.asarray(values, np.float64), np.asarray(anchors, np.float64)])
+        shown = shown[np.isfinite(shown) & (shown > 0)]
+        low, high = (shown.min() / 1.5, shown.max() * 1.5) if shown.size else (0.1, 10.0)
+        axes.hist(values, bins=np.geomspace(low, high, 41), color="#4477aa")
+        for index, anchor in enumerate(anchors):
+            axes.axvline(
+                anchor, color="#cc3311", ls="--", lw=1, label=anchor_label if index == 0 else None
+            )
+        axes.set_xscale("log")
+        # Powers of two as ticks (anchors come in them), written as plain numbers.
+        powers = 2.0 ** np.arange(np.floor(np.log2(low)), np.ceil(np.log2(high)) + 1)
+        axes.set_xticks(powers, [f"{p:g}" for p in powers], minor=False)
+        axes.set_xticks([], minor=True)
+        axes.set_xlim(low, high)
+        axes.set_xlabel(label)
+        axes.set_ylabel("boxes")
+        axes.grid(True, alpha=0.3)
+        axes.legend(loc="best", fontsize=8)
+    figure.suptitle(f"{len(sizes)} boxes")
+    figure.tight_layout()
+    return _figure_to_image(figure)
+
+
 def score_map_figure(
     image: Image.Image,
     class_name: str,

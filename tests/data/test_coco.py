@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rfcn.data.coco import COCODetection
-from rfcn.errors import UserError
+from rfcn.data.coco import COCODetection, check_instances
+from rfcn.errors import DataWarning, UserError
 
 
 def _coco() -> dict[str, Any]:
@@ -185,3 +185,44 @@ def test_missing_json_and_missing_image(coco_root: Path) -> None:
     with pytest.raises(UserError, match="image file not found") as caught:
         _load(coco_root)
     assert caught.value.source.endswith("c.jpg")
+
+
+def test_lenient_reading_leaves_out_bad_entries_with_a_warning_each(coco_root: Path) -> None:
+    data = _coco()
+    data["images"].append({"id": 11, "file_name": "d.jpg", "width": -4, "height": 8})
+    data["annotations"][1]["category_id"] = 99
+    data["annotations"].append({"id": 5, "image_id": 3, "category_id": 1, "bbox": "wide"})
+    path = _write_json(coco_root, data)
+    (coco_root / "images" / "c.jpg").unlink()
+    with pytest.warns(DataWarning) as caught:
+        dataset = COCODetection(path, coco_root / "images", lenient=True)
+    problems = [(w.message.source, w.message.problem) for w in caught]
+    shown = str(path)
+    assert problems == [
+        (shown, "images[3].width: must be positive, got -4; image left out"),
+        (shown, "annotations[1].category_id: no category with id 99; annotation left out"),
+        (shown, "annotations[4].bbox: expected list, got 'wide'; annotation left out"),
+        (shown, "dropping zero-area or inverted box annotations[3].bbox [5, 5, 0, 10]"),
+        (
+            str(coco_root / "images" / "c.jpg"),
+            f"image file not found (listed in {shown}); image left out",
+        ),
+    ]
+    assert dataset.coco_image_ids == [3, 7]
+    assert dataset.records[1].labels.tolist() == [2, 1]  # image 7: the dog and the crowd box
+    assert dataset.records[1].difficult.tolist() == [False, True]
+
+
+def test_check_instances_names_what_pycocotools_would_miss() -> None:
+    data = _coco()
+    for number, annotation in enumerate(data["annotations"], 1):
+        annotation["area"] = 10.0 * number
+    check_instances(data, "i.json")  # width, height and file names are not needed to score
+    data["annotations"][2]["area"] = "big"
+    with pytest.raises(UserError) as caught:
+        check_instances(data, "i.json")
+    assert str(caught.value) == "i.json: annotations[2].area: expected int or float, got 'big'"
+    data["annotations"][2]["area"] = 5
+    data["annotations"][0]["bbox"] = [1, 2, 3]
+    with pytest.raises(UserError, match=r"annotations\[0\]\.bbox: expected 4 finite numbers"):
+        check_instances(data, "i.json")

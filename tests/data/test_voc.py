@@ -19,7 +19,7 @@ from rfcn.data.voc import (
     read_voc_annotation,
     voc_class_names,
 )
-from rfcn.errors import UserError
+from rfcn.errors import DataWarning, UserError
 
 Box = tuple[float, float, float, float]
 
@@ -262,3 +262,29 @@ def test_non_utf8_image_ids(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="image file not found") as caught:
         VOCDetection([(root, "train")])
     assert caught.value.source.endswith("caf\\xe9.jpg")
+
+
+def test_lenient_reading_leaves_out_bad_files_and_objects_with_a_warning_each(
+    voc_root: Path,
+) -> None:
+    (voc_root / "Annotations" / "cmyk.xml").write_text("<annotation><size>")  # malformed
+    (voc_root / "JPEGImages" / "empty.png").unlink()  # missing image file
+    with pytest.warns(DataWarning) as caught:
+        dataset = VOCDetection([(voc_root, "trainval")], class_names=["cat"], lenient=True)
+    problems = [(w.message.source, w.message.problem) for w in caught]
+    assert dataset.image_ids == ["rgb", "grey", "rotated"]
+    annotations = voc_root / "Annotations"
+    expected_starts = [
+        (str(voc_root / "JPEGImages" / "empty.jpg"), "image file not found"),
+        (str(annotations / "cmyk.xml"), "malformed XML"),
+        (str(annotations / "rgb.xml"), "unknown class 'dog' (known: cat); object left out"),
+        (str(annotations / "grey.xml"), "unknown class 'dog'"),
+        (str(annotations / "grey.xml"), "unknown class 'dog'"),
+        (str(annotations / "grey.xml"), "dropping zero-area or inverted box (10, 5, 9, 8)"),
+        (str(annotations / "grey.xml"), "dropping zero-area or inverted box (20, 20, 5, 25)"),
+    ]
+    assert len(problems) == len(expected_starts)
+    for (source, problem), (want_source, want_start) in zip(problems, expected_starts, strict=True):
+        assert source == want_source and problem.startswith(want_start), (source, problem)
+    assert problems[1][1].endswith("; image left out")
+    assert dataset.records[0].labels.tolist() == [1]  # rgb keeps its cat, not the dog

@@ -8,7 +8,6 @@ from rfcn.engine import checkpoint
 from rfcn.engine.checkpoint import (
     load_checkpoint,
     load_model,
-    load_weights,
     model_state,
     save_checkpoint,
 )
@@ -78,17 +77,6 @@ def test_structure_mismatch_is_named(tmp_path: Path) -> None:
         load_model(path, cfg=other)
 
 
-def test_weights_that_do_not_fit_are_listed() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(2, 3))
-    weights = {"0.weight": torch.zeros(4, 2), "0.extra": torch.zeros(1)}
-    with pytest.raises(UserError) as error:
-        load_weights(model, weights, "w.pt")
-    problem = error.value.problem
-    assert "missing 0.bias" in problem
-    assert "unexpected 0.extra" in problem
-    assert "0.weight (4, 2) in checkpoint vs (3, 2) in model" in problem
-
-
 def test_missing_corrupt_and_foreign_files_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "nothing.pt")
@@ -104,6 +92,39 @@ def test_missing_corrupt_and_foreign_files_are_user_errors(tmp_path: Path) -> No
     torch.save({"model": {}, "config": {}, "format_version": 0}, old)
     with pytest.raises(UserError, match="format version 0"):
         load_checkpoint(old)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"hello",  # torch.load raised KeyError on these 5 bytes
+        b"ustar" + bytes(600),  # ... and IndexError (pop from empty list) on this tar-like file
+    ],
+    ids=["five_bytes_of_text", "ustar_605_bytes"],
+)
+def test_bytes_that_crashed_torch_load_are_user_errors(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match="cannot read checkpoint") as error:
+        load_checkpoint(path)
+    assert error.value.source == str(path) and len(str(error.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({"model": [1, 2], "config": {}, "format_version": 1}, "weights are not tensors"),
+        ({"model": {"w": "text"}, "config": {}, "format_version": 1}, "weights are not tensors"),
+        ({"model": {}, "config": [1], "format_version": 1}, "config is not a mapping"),
+    ],
+)
+def test_checkpoints_of_the_wrong_shape_are_user_errors(
+    tmp_path: Path, state: dict, problem: str
+) -> None:
+    path = tmp_path / "odd.pt"
+    torch.save(state, path)
+    with pytest.raises(UserError, match=problem):
+        load_checkpoint(path)
 
 
 class _Payload:

@@ -1,6 +1,8 @@
 import json
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rfcn.config import Config
@@ -53,3 +55,20 @@ def test_resolved_config_is_saved_as_yaml(tmp_path: Path) -> None:
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["data"]["class_names"] == ["raccoon"]
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]  # no temp file left
+
+
+def test_missing_tensorboard_is_one_warning_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    log = TrainingLog(tmp_path, "s", 10, 0, 1, progress=False, tensorboard=True, enabled=True)
+    log.record(1, 1, {"loss": 1.0, "lr": 0.1})
+    log.close()
+    err = capsys.readouterr().err
+    assert err == (
+        'warning: train.tensorboard: tensorboard is not installed: pip install "rfcn[tensorboard]" '
+        "(or set train.tensorboard=false); no TensorBoard\n"
+    )
+    assert log.writer is None and not (tmp_path / "tensorboard").exists()
+    assert len(_entries(tmp_path)) == 1  # metrics.jsonl is still written

@@ -63,21 +63,6 @@ def test_bad_weight_files_raise_user_errors(tmp_path):
         build_backbone("resnet34", pretrained=str(wrong))
 
 
-def test_imagenet_weights_missing_from_cache_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(UserError, match="not in the local torch hub cache"):
-        build_backbone("resnet18", pretrained="imagenet")
-
-
-def test_imagenet_weights_from_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    (tmp_path / "checkpoints").mkdir()
-    reference = resnet18()
-    torch.save(reference.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
-    backbone = build_backbone("resnet18", pretrained="imagenet")
-    torch.testing.assert_close(backbone.trunk[0].weight, reference.conv1.weight)
-
-
 def test_resnet50_atrous_uses_torchvision_dilation():
     backbone = build_backbone("resnet50", atrous=True).eval()
     with torch.no_grad():

@@ -30,9 +30,12 @@ from rfcn.data.voc import VOCDetection, read_voc_split, voc_class_names
 from rfcn.errors import UserError
 
 
-def build_dataset(cfg: DataConfig, train: bool) -> DetectionDataset:
+def build_dataset(cfg: DataConfig, train: bool, lenient: bool = False) -> DetectionDataset:
     """The training (flip when ``cfg.flip``, difficult objects only with ``use_difficult``,
     no crowd boxes) or test (all objects, difficult flagged) set the config describes.
+
+    ``lenient``: the readers leave out bad files, entries and objects with a
+    :class:`~rfcn.errors.DataWarning` each instead of raising (``rfcn data`` lists them).
 
     Raises:
         UserError: a missing setting (naming the config key) or bad data (naming the file).
@@ -44,7 +47,7 @@ def build_dataset(cfg: DataConfig, train: bool) -> DetectionDataset:
         json_path = _coco_path(cfg, f"coco_{split}_json")
         image_dir = _coco_path(cfg, f"coco_{split}_images")
         return COCODetection(
-            json_path, image_dir, class_names, keep_crowd=not train, transform=transform
+            json_path, image_dir, class_names, not train, transform, lenient=lenient
         )
     if cfg.format == "synthetic":
         # Imported here: only this format needs the generator.
@@ -53,14 +56,18 @@ def build_dataset(cfg: DataConfig, train: bool) -> DetectionDataset:
         root = synthetic.ensure_synthetic_dataset(_roots(cfg)[0], cfg)
         split = synthetic.TRAIN_SPLIT if train else synthetic.TEST_SPLIT
         names = class_names or list(synthetic.CLASS_NAMES)
-        return VOCDetection([(root, split)], names, not train or cfg.use_difficult, transform)
+        keep_difficult = not train or cfg.use_difficult
+        return VOCDetection([(root, split)], names, keep_difficult, transform, lenient=lenient)
     train_sources = _voc_train_sources(cfg)
     if train:
-        return VOCDetection(train_sources, class_names, cfg.use_difficult, transform)
+        return VOCDetection(
+            train_sources, class_names, cfg.use_difficult, transform, lenient=lenient
+        )
     if class_names is None:
-        train_images = [image for source in train_sources for image in read_voc_split(*source)]
+        train_images = [i for source in train_sources for i in read_voc_split(*source, lenient)]
         class_names = voc_class_names(image.annotation for image in train_images)
-    return VOCDetection([(_roots(cfg)[0], cfg.test_split)], class_names, keep_difficult=True)
+    test_source = (_roots(cfg)[0], cfg.test_split)
+    return VOCDetection([test_source], class_names, keep_difficult=True, lenient=lenient)
 
 
 def _roots(cfg: DataConfig) -> list[Path]:

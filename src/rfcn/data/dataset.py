@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rfcn.data.images import MAX_IMAGE_PIXELS, load_image
+from rfcn.errors import DataWarning
 from rfcn.files import printable_path
 from rfcn.ops.boxes import clip_boxes, nonempty_boxes
 
@@ -68,7 +69,7 @@ def sanitize_boxes(
     """Clip ``(N, 4)`` boxes to the image and find those left with no area.
 
     Zero-area or inverted boxes, and boxes wholly outside the image, are reported with
-    ``warnings.warn`` naming ``source`` and the box as the file wrote it (``shown_boxes[i]``).
+    a :class:`DataWarning` naming ``source`` and the box as the file wrote it (``shown_boxes[i]``).
 
     Returns:
         ``(clipped (N, 4), keep (N,) bool)``.
@@ -78,7 +79,7 @@ def sanitize_boxes(
     inside = nonempty_boxes(clipped, 0.0)
     for i in torch.nonzero(~(valid & inside)).flatten().tolist():
         why = "zero-area or inverted" if not valid[i] else f"outside the {width}x{height} image"
-        warnings.warn(f"{source}: dropping {why} box {shown_boxes[i]}", stacklevel=2)
+        warnings.warn(DataWarning(source, f"dropping {why} box {shown_boxes[i]}"), stacklevel=2)
     return clipped, valid & inside
 
 
@@ -127,11 +128,11 @@ class DetectionDataset(Dataset):
         height, width = image.shape[-2:]
         if (height, width) != (record.height, record.width):
             # Trust the pixels: the annotation's size is often stale (resized or rotated files).
-            warnings.warn(
-                f"{record.source}: states image size {record.width}x{record.height} but "
-                f"{printable_path(record.path)} is {width}x{height}; boxes clipped to the image",
-                stacklevel=2,
+            problem = (
+                f"states image size {record.width}x{record.height} but "
+                f"{printable_path(record.path)} is {width}x{height}; boxes clipped to the image"
             )
+            warnings.warn(DataWarning(record.source, problem), stacklevel=2)
             boxes = clip_boxes(boxes, height, width)
             keep = nonempty_boxes(boxes, 0.0)
             boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]

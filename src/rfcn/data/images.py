@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rfcn.errors import UserError
+from rfcn.errors import DataWarning, UserError
 from rfcn.files import PathLike, printable_path
 
 if TYPE_CHECKING:
@@ -95,7 +95,8 @@ def _apply_exif_orientation(image: Image.Image, shown: str) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except Exception as exc:  # Pillow raises many types on malformed EXIF data
-        warnings.warn(f"{shown}: ignoring unreadable EXIF orientation ({exc})", stacklevel=3)
+        problem = f"ignoring unreadable EXIF orientation ({exc})"
+        warnings.warn(DataWarning(shown, problem), stacklevel=3)
         return image
 
 

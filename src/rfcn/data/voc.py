@@ -27,7 +27,7 @@ import torch
 
 from rfcn.data.dataset import DetectionDataset, ImageRecord, Transform, sanitize_boxes
 from rfcn.data.images import MAX_IMAGE_PIXELS
-from rfcn.errors import UserError
+from rfcn.errors import UserError, raise_or_warn
 from rfcn.files import PathLike, printable_path
 
 VOC_CLASSES = (
@@ -148,15 +148,17 @@ class VocImage:
     annotation: VocAnnotation
 
 
-def read_voc_split(root: PathLike, split: str) -> list[VocImage]:
+def read_voc_split(root: PathLike, split: str, lenient: bool = False) -> list[VocImage]:
     """Parse every annotation listed in ``root/ImageSets/Main/<split>.txt`` and find its image.
 
     Lines may carry a second column (the per-class split files' ``1``/``-1``); only the first
     is read. The image is ``JPEGImages/<id>.jpg``, else the XML's ``<filename>``, else
-    ``<id>`` with another common suffix.
+    ``<id>`` with another common suffix. ``lenient``: an image whose annotation is missing or
+    bad, or whose image file is missing, is left out with a :class:`DataWarning` instead.
 
     Raises:
-        UserError: the split file, an annotation or an image is missing, or an XML is bad.
+        UserError: the split file is missing; unless ``lenient``, an annotation or an image is
+            missing, or an XML is bad.
     """
     root = Path(os.fsdecode(root))
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
@@ -172,8 +174,12 @@ def read_voc_split(root: PathLike, split: str) -> list[VocImage]:
     images = []
     for image_id in ids:
         xml_path = root / "Annotations" / f"{image_id}.xml"
-        annotation = read_voc_annotation(xml_path)
-        image_path = _find_image(root / "JPEGImages", image_id, annotation.filename, xml_path)
+        try:
+            annotation = read_voc_annotation(xml_path)
+            image_path = _find_image(root / "JPEGImages", image_id, annotation.filename, xml_path)
+        except UserError as exc:
+            raise_or_warn(exc, lenient, "image left out")
+            continue
         images.append(VocImage(image_id, xml_path, image_path, annotation))
     return images
 
@@ -210,6 +216,8 @@ class VOCDetection(DetectionDataset):
             ``target["difficult"]``; training drops them unless ``use_difficult``).
         transform: training augmentation.
         max_pixels: larger images are refused.
+        lenient: leave out, with a :class:`DataWarning` each, images with a missing or bad
+            annotation or image file and objects of unknown classes, instead of raising.
     """
 
     def __init__(
@@ -219,21 +227,29 @@ class VOCDetection(DetectionDataset):
         keep_difficult: bool = True,
         transform: Transform | None = None,
         max_pixels: int = MAX_IMAGE_PIXELS,
+        lenient: bool = False,
     ) -> None:
-        images = [image for root, split in sources for image in read_voc_split(root, split)]
+        images = [i for root, split in sources for i in read_voc_split(root, split, lenient)]
         names = list(class_names) if class_names else voc_class_names(i.annotation for i in images)
         label_of = {name: label for label, name in enumerate(names, 1)}
-        records = [_to_record(image, label_of, keep_difficult) for image in images]
+        records = [_to_record(image, label_of, keep_difficult, lenient) for image in images]
         super().__init__(records, names, transform, max_pixels)
 
 
-def _to_record(image: VocImage, label_of: dict[str, int], keep_difficult: bool) -> ImageRecord:
+def _to_record(
+    image: VocImage, label_of: dict[str, int], keep_difficult: bool, lenient: bool
+) -> ImageRecord:
     annotation = image.annotation
     shown = printable_path(image.xml_path)
     for obj in annotation.objects:
         if obj.name not in label_of:
-            raise UserError(shown, f"unknown class {obj.name!r} (known: {', '.join(label_of)})")
-    objects = [obj for obj in annotation.objects if keep_difficult or not obj.difficult]
+            unknown = UserError(shown, f"unknown class {obj.name!r} (known: {', '.join(label_of)})")
+            raise_or_warn(unknown, lenient, "object left out")
+    objects = [
+        obj
+        for obj in annotation.objects
+        if obj.name in label_of and (keep_difficult or not obj.difficult)
+    ]
     raw = torch.tensor([obj.box for obj in objects], dtype=torch.float32).reshape(-1, 4)
     # VOC boxes are 1-based and inclusive: pixel columns xmin..xmax span [xmin - 1, xmax).
     boxes = raw - torch.tensor([1.0, 1.0, 0.0, 0.0])

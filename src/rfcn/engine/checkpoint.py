@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,10 @@ import torch
 from torch import nn
 
 from rfcn.config import Config, config_from_dict, config_to_dict
-from rfcn.errors import UserError
+from rfcn.errors import UserError, first_line
 from rfcn.files import write_bytes
 from rfcn.modeling.rfcn import build_model
+from rfcn.modeling.weights import load_weights
 
 FORMAT_VERSION = 1
 
@@ -61,13 +60,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(path, "checkpoint file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # arbitrary bytes make torch.load raise almost any type
         raise UserError(
-            path, f"cannot read checkpoint (corrupt or not a checkpoint): {reason}"
+            path, f"cannot read checkpoint (corrupt or not a checkpoint): {first_line(exc)}"
         ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(path, "not an rfcn checkpoint (no model weights and config in it)")
+    weights, config = state["model"], state["config"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
+        raise UserError(path, "not an rfcn checkpoint (its model weights are not tensors by name)")
+    if not isinstance(config, dict):
+        raise UserError(path, "not an rfcn checkpoint (its config is not a mapping)")
     version = state.get("format_version")
     if version != FORMAT_VERSION:
         raise UserError(
@@ -101,33 +106,6 @@ def _structure_mismatch(saved: Config, wanted: Config) -> str | None:
     if have_anchors != want_anchors:
         return f"checkpoint has {have_anchors} anchors per position, config has {want_anchors}"
     return None
-
-
-def _names(keys: list[str], limit: int = 3) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> None:
-    """``model.load_state_dict(weights)`` (strict) with a UserError naming what does not fit."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    reshaped = [
-        f"{k} {tuple(weights[k].shape)} in checkpoint vs {tuple(v.shape)} in model"
-        for k, v in expected.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_names(unexpected)}")
-    if reshaped:
-        problems.append(f"shape mismatch {_names(reshaped, 1)}")
-    if problems:
-        raise UserError(source, "weights do not fit the model: " + "; ".join(problems))
-    model.load_state_dict(weights)
 
 
 def load_model(

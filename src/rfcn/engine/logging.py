@@ -4,8 +4,8 @@
 - ``metrics.jsonl``: one JSON object per log step, ``{"stage", "iteration" (counted over all
   stages), "stage_iteration", "lr", "loss", "loss_rpn_cls", ..., "images_per_s", "time"}``;
   losses are means over the iterations since the previous log step and over all processes;
-- ``tensorboard/``: the same scalars, when ``train.tensorboard`` is on and the
-  ``tensorboard`` package is installed;
+- ``tensorboard/``: the same scalars, when ``train.tensorboard`` is on (without the
+  ``tensorboard`` package: one warning line naming the extra to install, and no scalars);
 - a tqdm progress bar on stderr with the loss, the lr and the speed.
 
 Only the main process (rank 0) writes; the others construct a :class:`TrainingLog` with
@@ -15,6 +15,7 @@ Only the main process (rank 0) writes; the others construct a :class:`TrainingLo
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from typing import Any
 from tqdm import tqdm
 
 from rfcn.config import Config, save_config
+from rfcn.errors import UserError
 from rfcn.files import write_text
+from rfcn.optional import require
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -52,12 +55,14 @@ def truncate_metrics(output_dir: Path, last_iteration: int) -> None:
 
 
 def _summary_writer(log_dir: Path) -> Any:
-    """A TensorBoard ``SummaryWriter``, or None when the tensorboard package is missing."""
+    """A TensorBoard ``SummaryWriter``; None, after a one-line warning naming the extra to
+    install, when the tensorboard package is missing (training goes on without it)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
+        tensorboard = require("torch.utils.tensorboard", "tensorboard", "train.tensorboard")
+    except UserError as exc:
+        print(f"warning: {exc} (or set train.tensorboard=false); no TensorBoard", file=sys.stderr)
         return None
-    return SummaryWriter(log_dir=str(log_dir))
+    return tensorboard.SummaryWriter(log_dir=str(log_dir))
 
 
 class TrainingLog:

@@ -16,8 +16,9 @@ from typing import Any
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from rfcn.data.coco import read_coco_json
+from rfcn.data.coco import check_instances, read_coco_json
 from rfcn.errors import UserError
+from rfcn.files import printable_path
 
 # The order of COCOeval.stats.
 COCO_METRIC_NAMES = (
@@ -68,6 +69,7 @@ def load_coco_ground_truth(path: str | Path, verbose: bool = False) -> COCO:
         isinstance(dataset.get(key), list) for key in ("images", "annotations", "categories")
     ):
         raise UserError(path, "COCO annotations need lists 'images', 'annotations', 'categories'")
+    check_instances(dataset, printable_path(path))
     coco = COCO()
     coco.dataset = dataset
     with _pycocotools_output(verbose):

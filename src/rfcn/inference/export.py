@@ -25,6 +25,7 @@ from rfcn.inference.onnx_predictor import (
     METADATA_CONFIG,
     OUTPUT_NAMES,
 )
+from rfcn.optional import require
 
 if TYPE_CHECKING:
     import torch
@@ -78,9 +79,10 @@ def export_onnx(
         path: the ``.onnx`` file to write.
         opset: the ONNX opset.
     """
-    import onnx
     import torch
 
+    onnx = require("onnx", "onnx", "ONNX export")
+    require("onnxscript", "onnx", "ONNX export")  # torch.onnx's exporter (dynamo=True) runs on it
     program = export_program(model.eval())
     with torch.no_grad():
         onnx_program = torch.onnx.export(

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from rfcn.errors import UserError
+from rfcn.errors import UserError, first_line
 from rfcn.inference.detections import Detections
 from rfcn.inference.image_input import as_rgb_array, to_chw_float
+from rfcn.optional import require
 
 # Names shared with rfcn.inference.export, which writes them.
 INPUT_NAME = "image"
@@ -46,12 +47,7 @@ class OnnxPredictor:
         score_threshold: float = 0.0,
         providers: list[str] | None = None,
     ) -> None:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise UserError(
-                path, "running an ONNX model needs onnxruntime (pip install 'rfcn[onnx]')"
-            ) from None
+        onnxruntime = require("onnxruntime", "onnx", os.fspath(path))
         if not os.path.isfile(path):
             raise UserError(path, "file not found")
         try:
@@ -59,17 +55,10 @@ class OnnxPredictor:
                 os.fspath(path), providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            raise UserError(path, f"not a loadable ONNX model: {first_line}") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_CLASS_NAMES not in metadata:
-            raise UserError(
-                path, "not an rfcn export: the class names are missing from its metadata"
-            )
-        self.class_names: tuple[str, ...] = tuple(json.loads(metadata[METADATA_CLASS_NAMES]))
-        self.config: dict[str, Any] = json.loads(metadata.get(METADATA_CONFIG, "{}"))
+            raise UserError(path, f"not a loadable ONNX model: {first_line(exc)}") from None
+        self.class_names: tuple[str, ...]
+        self.config: dict[str, Any]
+        self.class_names, self.config = _read_metadata(self.session, path)
         self.score_threshold = score_threshold
 
     def __call__(self, images: Any) -> Detections | list[Detections]:
@@ -88,3 +77,26 @@ class OnnxPredictor:
         return Detections.from_arrays(
             outputs["boxes"], outputs["scores"], outputs["labels"], self.class_names
         ).above(self.score_threshold)
+
+
+def _read_metadata(session: Any, path: str | os.PathLike[str]) -> tuple[tuple[str, ...], dict]:
+    """The class names and training config an rfcn export carries in its metadata.
+
+    Raises:
+        UserError: the metadata are missing, not UTF-8 or not the JSON ``rfcn export`` writes.
+    """
+    try:
+        metadata = session.get_modelmeta().custom_metadata_map
+        if METADATA_CLASS_NAMES not in metadata:
+            raise UserError(
+                path, "not an rfcn export: the class names are missing from its metadata"
+            )
+        class_names = json.loads(metadata[METADATA_CLASS_NAMES])
+        config = json.loads(metadata.get(METADATA_CONFIG, "{}"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # a damaged file
+        raise UserError(path, f"not an rfcn export: unreadable metadata ({exc})") from None
+    if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
+        raise UserError(path, "not an rfcn export: its class names are not a list of names")
+    if not isinstance(config, dict):
+        raise UserError(path, "not an rfcn export: its config is not a mapping")
+    return tuple(class_names), config

@@ -8,15 +8,12 @@ its later 3x3 convolutions dilation 2, so the score maps keep stride 16.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import torch
 from torch import Tensor, nn
 from torchvision.models import resnet
 from torchvision.ops import FrozenBatchNorm2d
 
 from rfcn.errors import UserError
+from rfcn.modeling.pretrained import load_pretrained
 
 # Blocks per stage of ResNet-18/34, for nets narrower than torchvision's.
 _BASIC_STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
@@ -116,48 +113,6 @@ def _narrow_basic_resnet(name: str, width: int, norm_layer: type[nn.Module]) -> 
     return net
 
 
-def _cached_imagenet_file(name: str) -> Path:
-    """torchvision's ImageNet weights for ``name`` from the local torch hub cache; never downloads.
-
-    IMAGENET1K_V1 (the classic recipe) is preferred when several are cached.
-    """
-    weights_enum = _RESNETS[name][1]
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    candidates = [checkpoints / os.path.basename(w.url) for w in weights_enum]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise UserError(
-        "model.pretrained",
-        f"'imagenet' weights for {name} are not in the local torch hub cache (looked for "
-        f"{', '.join(str(p) for p in candidates)}); nothing is downloaded at run time: copy "
-        "torchvision's file there, or set model.pretrained to the path of a ResNet state-dict file",
-    )
-
-
-def _load_state_dict(net: nn.Module, path: Path) -> None:
-    """Load a torchvision ResNet state dict (the fc layer may be absent) with clear errors."""
-    if not path.is_file():
-        raise UserError(path, "pretrained weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(path, f"cannot read as a PyTorch state dict: {exc}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UserError(path, "expected a torchvision ResNet state dict (parameter name -> tensor)")
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise UserError(path, f"weights do not fit this ResNet: {exc}") from None
-    missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-    if missing or result.unexpected_keys:
-        raise UserError(
-            path,
-            "weights do not fit this ResNet "
-            f"(missing: {missing[:5]}, unexpected: {result.unexpected_keys[:5]})",
-        )
-
-
 def build_backbone(
     name: str,
     pretrained: str | None = None,
@@ -170,8 +125,9 @@ def build_backbone(
 
     Args:
         name: ``resnet18`` / ``34`` / ``50`` / ``101`` / ``152``.
-        pretrained: None (random init), ``"imagenet"`` (torchvision's weights from the local
-            torch hub cache) or the path of a torchvision ResNet state-dict file.
+        pretrained: None (random init), ``"imagenet"`` (torchvision's weights, downloaded once
+            into the torch hub cache: :mod:`rfcn.modeling.pretrained`) or the path of a
+            torchvision ResNet state-dict file.
         atrous: conv5 with stride 1 and dilation 2 (stride 16 maps); False keeps stride 32.
         frozen_bn: BatchNorm with fixed statistics and affine parameters (the original code).
         freeze_at: 0 trains everything, 1 freezes the stem, 2 the stem and conv2 (res2).
@@ -202,8 +158,7 @@ def build_backbone(
     if atrous and not is_bottleneck:
         _dilate_basic_conv5(net.layer4)
     if pretrained is not None:
-        path = _cached_imagenet_file(name) if pretrained == "imagenet" else Path(pretrained)
-        _load_state_dict(net, path)
+        load_pretrained(net, pretrained, _RESNETS[name][1])
     stages = [(net.conv1, net.bn1), (net.layer1,)]
     for module in (m for stage in stages[:freeze_at] for m in stage):
         module.requires_grad_(False)

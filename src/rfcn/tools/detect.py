@@ -20,6 +20,7 @@ from rfcn.data.images import read_rgb_array
 from rfcn.errors import UserError
 from rfcn.files import printable_path, write_image, write_json
 from rfcn.inference.image_input import find_images
+from rfcn.optional import require
 
 EPILOG = (
     "exit status: 0 all images done; 1 some images skipped (named in warnings); "
@@ -82,7 +83,8 @@ def load_predictor(weights: str, device: str, score_threshold: float, fast: bool
     if Path(weights).suffix.lower() == ".onnx":
         from rfcn.inference.onnx_predictor import OnnxPredictor
 
-        return OnnxPredictor(weights, score_threshold, providers=onnx_providers(device))
+        available = require("onnxruntime", "onnx", weights).get_available_providers()
+        return OnnxPredictor(weights, score_threshold, providers=onnx_providers(device, available))
     from rfcn.engine.distributed import resolve_device
     from rfcn.inference.predictor import Predictor
 
@@ -101,12 +103,11 @@ def load_predictor(weights: str, device: str, score_threshold: float, fast: bool
     )
 
 
-def onnx_providers(device: str) -> list[str]:
-    """onnxruntime providers for a ``--device`` value: CUDA first where asked and available."""
-    import onnxruntime
-
+def onnx_providers(device: str, available: list[str]) -> list[str]:
+    """onnxruntime providers for a ``--device`` value, given the ``available`` ones: CUDA
+    first where asked and available."""
     wants_cuda = device == "auto" or device.startswith("cuda")
-    if wants_cuda and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+    if wants_cuda and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device.startswith("cuda"):
         raise UserError("--device", "this onnxruntime has no CUDA support")

@@ -14,6 +14,7 @@ from rfcn.errors import UserError
 
 # The export module imports nothing heavy at import time; torch and onnx load when it runs.
 from rfcn.inference.export import DEFAULT_OPSET
+from rfcn.optional import require
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--opset", f"must be {DEFAULT_OPSET} or newer, got {args.opset}")
     if not out.parent.is_dir():
         raise UserError(out, "the output folder does not exist")
+    if args.check:
+        require("onnxruntime", "onnx", "--check")  # before the export, not after it
     check_images = [read_rgb_array(path) for path in args.check]
     model, cfg, class_names = load_model(args.weights, "cpu")
     export_onnx(model, class_names, config_to_dict(cfg), out, args.opset)
