@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from rfcn.errors import UserError
 from rfcn.inference.detections import Detections
 from rfcn.inference.predictor import Predictor
 from rfcn.modeling.rfcn import RFCN, build_model
+from rfcn.modeling.transform import RFCNTransform
 
 
 class StripeDetector(nn.Module):
@@ -29,7 +29,7 @@ class StripeDetector(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(()))
-        self.transform = SimpleNamespace(min_size=(600,), max_size=1000)
+        self.transform = RFCNTransform((600,), 1000, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.calls: list[tuple[int, int, list[tuple[int, ...]]]] = []
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
