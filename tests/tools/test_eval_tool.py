@@ -87,7 +87,7 @@ def test_voc_results_round_trip_through_rfcn_evaluate(
     }
     in_memory = evaluate_detections(
         detections, list(CLASS_NAMES), "voc07", dataset_root=root, split=TEST_SPLIT
-    )
+    ).metrics
     assert in_memory == metrics
     assert 0.0 <= metrics["mAP"] <= 1.0 and set(metrics["AP"]) <= set(CLASS_NAMES)
     assert "mAP" in capsys.readouterr().out
