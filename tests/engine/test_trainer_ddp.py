@@ -1,5 +1,7 @@
-"""DDP on CPU: two processes (gloo) train the tiny model; the replicas must stay identical."""
+"""DDP on CPU: two processes (gloo) train the tiny model; the replicas must stay identical, and
+validation (each process scores its shard) equals scoring the weights in one process."""
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -9,8 +11,11 @@ import torch
 import torch.multiprocessing as mp
 from engine_fixtures import tiny_config
 
+from rfcn.config import Config
+from rfcn.engine.checkpoint import load_model
 from rfcn.engine.stage_run import IterationEnd
 from rfcn.engine.trainer import train
+from rfcn.engine.validation import Validator
 
 
 def _free_port() -> int:
@@ -36,8 +41,15 @@ def _worker(rank: int, world_size: int, port: int, data_root: Path, out: Path) -
         if event.iteration in (1, 3):
             torch.save(event.model.state_dict(), out / f"rank{rank}_iter{event.iteration}.pt")
 
-    cfg = tiny_config(data_root, train={"iterations": 3, "images_per_batch": 4})
-    train(cfg, out / "run", progress=False, callbacks=[keep_weights])
+    train(_config(data_root), out / "run", progress=False, callbacks=[keep_weights])
+
+
+def _config(data_root: Path) -> Config:
+    return tiny_config(
+        data_root,
+        train={"iterations": 3, "images_per_batch": 4, "eval_every": 3},
+        data={"val_split": "trainval"},
+    )
 
 
 @pytest.mark.slow
@@ -60,5 +72,13 @@ def test_two_cpu_processes_keep_identical_replicas(tiny_voc: Path, tmp_path: Pat
         "config.yaml",
         "last.pt",
         "metrics.jsonl",
+        "model_best.pt",
         "model_final.pt",
+        "val_curve.png",
     ]
+    # The two shards' detections, gathered, score what the final weights score in one process.
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    (validation,) = [entry for entry in logged if "val_mAP" in entry]
+    model, cfg, _ = load_model(tmp_path / "run" / "model_final.pt")
+    alone = Validator(cfg).evaluate(model)
+    assert alone is not None and validation["val_mAP"] == alone["mAP"]
