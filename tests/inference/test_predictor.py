@@ -93,6 +93,20 @@ def test_batches_return_one_result_per_image() -> None:
     assert [d.boxes[0, [0, 2]].tolist() for d in tensor_batch] == [[5.0, 6.0], [5.0, 6.0]]
 
 
+def test_only_images_that_pad_alike_share_a_forward_pass() -> None:
+    model = StripeDetector()
+    predictor = Predictor(model, ["stripe"], scales=[200, 600])
+    # At 200 and 600 the 64- and 63-wide images pad alike (16x64 -> 250x1000 and 16x63 ->
+    # 254x1000 at 600: 256x1024); the 40-wide one does not (400x1000: 416x1024).
+    images = [stripe_image(64, 2, 4), stripe_image(40, 30, 33), stripe_image(63, 5, 9)]
+    assert predictor.batch_key(16, 64) == predictor.batch_key(16, 63)
+    assert predictor.batch_key(16, 64) != predictor.batch_key(16, 40)
+    detections = predictor(images)
+    assert [d.boxes[0, [0, 2]].tolist() for d in detections] == [[2, 4], [30, 33], [5, 9]]
+    widths = [[shape[2] for shape in shapes] for _, _, shapes in model.calls]
+    assert widths == [[64, 63], [64, 63], [40], [40]]  # per group: one call per scale
+
+
 def test_flip_maps_boxes_back_and_merges_them() -> None:
     model = StripeDetector()
     predictor = Predictor(model, ["stripe"], flip=True)
