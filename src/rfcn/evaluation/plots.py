@@ -36,7 +36,8 @@ def pr_curves_figure(
     columns = 1 if len(curves) <= 20 else math.ceil(len(curves) / 20)
     figure = Figure(figsize=(6 + 2.2 * columns, 5), dpi=100)
     axes = figure.add_subplot(1, 1, 1)
-    palette = colormaps["tab20"]
+    # ten well-separated colours, twenty (in light/dark pairs) for more classes
+    palette = colormaps["tab10" if len(curves) <= 10 else "tab20"]
     for index, (name, curve) in enumerate(curves.items()):
         axes.plot(
             curve.recall,
