@@ -183,7 +183,13 @@ def test_coco_in_memory_equals_results_file_round_trip(tmp_path: Path, capsys) -
     argv += ["--detections", tmp_path / "results.json", "--annotations", gt_path, "--out", out]
     assert rfcn(*argv) == 0
     assert json.loads(out.read_text()) == in_memory
-    assert "AP50" in capsys.readouterr().out
+    assert set(in_memory["per_class"]) == {"cat", "dog"}
+    printed = capsys.readouterr().out
+    assert "AP50" in printed
+    assert any(
+        line.split()[0] == "dog" and len(line.split()) == 4 for line in printed.splitlines() if line
+    )
+    assert (tmp_path / "pr_curves.png").is_file()
 
 
 def test_malformed_results_line_exits_2(tmp_path: Path, capsys) -> None:
