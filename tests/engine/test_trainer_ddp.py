@@ -2,14 +2,13 @@
 validation (each process scores its shard) equals scoring the weights in one process."""
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from engine_fixtures import tiny_config
+from process_group import act_as_torchrun_process, free_port
 
 from rfcn.config import Config
 from rfcn.engine.checkpoint import load_model
@@ -18,23 +17,9 @@ from rfcn.engine.trainer import train
 from rfcn.engine.validation import Validator
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _worker(rank: int, world_size: int, port: int, data_root: Path, out: Path) -> None:
     """One torchrun-like process: the environment torchrun sets, then a plain ``train``."""
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+    act_as_torchrun_process(rank, world_size, port)
     torch.set_num_threads(1)
 
     def keep_weights(event: IterationEnd) -> None:
@@ -54,7 +39,7 @@ def _config(data_root: Path) -> Config:
 
 @pytest.mark.slow
 def test_two_cpu_processes_keep_identical_replicas(tiny_voc: Path, tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), tiny_voc, tmp_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), tiny_voc, tmp_path), nprocs=2, join=True)
 
     def weights(rank: int, iteration: int) -> dict[str, torch.Tensor]:
         return torch.load(tmp_path / f"rank{rank}_iter{iteration}.pt", weights_only=True)

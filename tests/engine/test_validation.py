@@ -3,15 +3,15 @@ resume, and training bitwise unchanged by it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from engine_fixtures import LOSS_KEYS, deterministic
 from PIL import Image
 
 from rfcn.engine.checkpoint import load_checkpoint, load_model
@@ -20,18 +20,8 @@ from rfcn.engine.trainer import train
 from rfcn.engine.validation import Validator, training_state_kept
 from rfcn.errors import UserError
 
-LOSSES = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
 # The tiny fixture has one split; validating on the training images is enough to test.
 VALIDATION = {"val_split": "trainval"}
-
-
-@contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(False)
 
 
 def _keep_weights(weights: dict[int, dict[str, torch.Tensor]]) -> Callable[[IterationEnd], None]:
@@ -53,7 +43,7 @@ def test_validation_leaves_training_bitwise_unchanged(
     plain = make_config(model=model, data=VALIDATION)
     validated = make_config(model=model, data=VALIDATION, train={"eval_every": 4})
     weights: dict[int, dict[str, torch.Tensor]] = {}
-    with _deterministic():
+    with deterministic():
         reference = train(plain, tmp_path / "plain", progress=False)
         result = train(
             validated, tmp_path / "validated", progress=False, callbacks=[_keep_weights(weights)]
@@ -61,7 +51,7 @@ def test_validation_leaves_training_bitwise_unchanged(
     losses = [entry for entry in result.history if "loss" in entry]
     assert len(losses) == len(reference.history) == 6
     for ours, theirs in zip(losses, reference.history, strict=True):
-        assert {k: ours[k] for k in LOSSES} == {k: theirs[k] for k in LOSSES}
+        assert {k: ours[k] for k in LOSS_KEYS} == {k: theirs[k] for k in LOSS_KEYS}
     final = load_checkpoint(result.checkpoint)["model"]
     for name, value in load_checkpoint(reference.checkpoint)["model"].items():
         assert torch.equal(final[name], value), name
@@ -97,7 +87,7 @@ def test_a_resumed_run_keeps_its_best_so_far(make_config: Callable, tmp_path: Pa
         if event.iteration == 3:
             raise KeyboardInterrupt
 
-    with _deterministic():
+    with deterministic():
         straight = train(cfg, tmp_path / "straight", progress=False)
         with pytest.raises(KeyboardInterrupt):
             train(cfg, tmp_path / "resumed", progress=False, callbacks=[interrupt])

@@ -9,17 +9,18 @@ near-ties, as they would with the paper's 0.01-std initialisation.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from rfcn.config import Config, config_from_dict
 from rfcn.data.synthetic import CLASS_NAMES
 from rfcn.engine.checkpoint import model_state, save_checkpoint
+from rfcn.inference.predictor import Predictor
 from rfcn.modeling.rfcn import build_model
 
 TINY_MODEL: dict[str, Any] = {
@@ -95,8 +96,15 @@ def write_voc_test_split(root: Path, sizes: list[tuple[int, int]], seed: int = 0
     return root
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on now (for a test's process group)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def record_batches(monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[int, ...]]]:
+    """The shapes of the images of every forward pass Predictors run from now on, a list per
+    batch (the list fills as they run)."""
+    batches: list[list[tuple[int, ...]]] = []
+    run_batch = Predictor._predict_batch
+
+    def spy(self: Predictor, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        batches.append([tuple(image.shape) for image in images])
+        return run_batch(self, images)
+
+    monkeypatch.setattr(Predictor, "_predict_batch", spy)
+    return batches

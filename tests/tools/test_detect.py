@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deploy_fixtures import tiny_config, write_checkpoint
+from deploy_fixtures import record_batches, tiny_config, write_checkpoint
 from PIL import Image
 
 from rfcn.cli import main
@@ -140,14 +140,7 @@ def test_batches_and_workers_give_the_batch_1_detections(
     images = write_images(tmp_path / "in", sizes)
     broken = tmp_path / "in" / "broken.jpg"
     broken.write_bytes(images[0].read_bytes()[:300])
-    batches: list[list[tuple[int, ...]]] = []
-    run_batch = Predictor._predict_batch
-
-    def spy(self: Predictor, tensors: list) -> list:
-        batches.append([tuple(tensor.shape) for tensor in tensors])
-        return run_batch(self, tensors)
-
-    monkeypatch.setattr(Predictor, "_predict_batch", spy)
+    batches = record_batches(monkeypatch)
     records = {}
     for run, options in (("one", []), ("four", ["--batch-size", "4", "--workers", "2"])):
         batches.clear()

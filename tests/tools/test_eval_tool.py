@@ -4,13 +4,13 @@ batches that give the batch-1 detections, and torchrun shards that give one proc
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from deploy_fixtures import free_port, tiny_config, write_checkpoint, write_voc_test_split
+from deploy_fixtures import record_batches, tiny_config, write_checkpoint, write_voc_test_split
+from process_group import act_as_torchrun_process, free_port
 
 from rfcn.cli import main
 from rfcn.config import Config, config_from_dict, config_to_dict, save_config
@@ -191,14 +191,7 @@ def test_batches_give_the_batch_1_detections(
     varied: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, weights = varied
-    batches: list[list[tuple[int, ...]]] = []
-    run_batch = Predictor._predict_batch
-
-    def spy(self: Predictor, images: list) -> list:
-        batches.append([tuple(image.shape) for image in images])
-        return run_batch(self, images)
-
-    monkeypatch.setattr(Predictor, "_predict_batch", spy)
+    batches = record_batches(monkeypatch)
     assert run_eval(config, weights, tmp_path / "one") == 0
     assert [len(batch) for batch in batches] == [1] * len(SIZES)
     batches.clear()
@@ -225,26 +218,11 @@ def _eval_process(
     rank: int, world_size: int, port: int, config: Path, weights: Path, out: Path, log: Path
 ) -> None:
     """One torchrun-like process of ``rfcn eval``; writes how many images it detected."""
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+    act_as_torchrun_process(rank, world_size, port)
     torch.set_num_threads(1)
-    detected = [0]
-    run_batch = Predictor._predict_batch
-
-    def counting(self: Predictor, images: list) -> list:
-        detected[0] += len(images)
-        return run_batch(self, images)
-
-    Predictor._predict_batch = counting  # this process only; it ends with the test
+    batches = record_batches(pytest.MonkeyPatch())  # this process only; it ends with the test
     assert run_eval(config, weights, out) == 0
-    (log / f"rank{rank}.txt").write_text(str(detected[0]))
+    (log / f"rank{rank}.txt").write_text(str(sum(map(len, batches))))
 
 
 @pytest.mark.slow
