@@ -141,4 +141,4 @@ def test_a_validation_split_that_does_not_fit_stops_the_run(
     missing = make_config(data={"val_split": "nope"}, train={"eval_every": 2})
     with pytest.raises(UserError, match="nope"):
         train(missing, tmp_path / "a", progress=False)
-    assert not (tmp_path / "a" / "metrics.jsonl").exists()
+    assert not (tmp_path / "a").exists()  # stopped before writing anything

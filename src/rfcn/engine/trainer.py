@@ -134,10 +134,11 @@ def _train(
             output_dir,
             f"already holds a training run ({LAST_CHECKPOINT}); resume it or choose another folder",
         )
+    # Before anything is written: a validation split that cannot be read stops the run here.
+    validator = Validator(cfg) if cfg.train.eval_every > 0 else None
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         save_resolved_config(cfg, output_dir)
-    validator = Validator(cfg) if cfg.train.eval_every > 0 else None
     stages = stages_for(cfg.train.mode)
     first = 0
     if resume_state is not None:
@@ -147,7 +148,8 @@ def _train(
     context = RunContext(cfg, dataset, device, output_dir, progress, callbacks)
     for index in range(first, len(stages)):
         state = resume_state if index == first else None
-        # Only the last stage trains the whole detector (RPN and head together).
+        # Only in the last stage is the model the whole detector: end to end, the one stage;
+        # alternating, step 4 (step 3's RPN, its own head).
         stage_validator = validator if index == len(stages) - 1 else None
         stage_run = StageRun(
             context, stages[index], index * cfg.train.iterations, state, stage_validator
