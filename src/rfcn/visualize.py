@@ -117,8 +117,7 @@ def image_grid(images: Sequence[Image.Image], columns: int, gap: int = 4) -> Ima
     return grid
 
 
-def figure_to_image(figure: Any) -> Image.Image:
-    """A matplotlib figure rendered by the Agg backend (no pyplot, no display) as an RGB image."""
+def _figure_to_image(figure: Any) -> Image.Image:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     buffer = io.BytesIO()
@@ -151,7 +150,7 @@ def loss_figure(history: Sequence[dict[str, float]]) -> Image.Image:
     axes.legend(loc="upper right", fontsize=8)
     axes.set_title("training losses")
     figure.tight_layout()
-    return figure_to_image(figure)
+    return _figure_to_image(figure)
 
 
 def score_map_figure(
@@ -247,4 +246,4 @@ def score_map_figure(
         text += f"p({class_name}) = {roi['probability']:.2f}"
         vote.text(0.0, 0.5, text, fontsize=12, va="center")
     figure.tight_layout()
-    return figure_to_image(figure)
+    return _figure_to_image(figure)

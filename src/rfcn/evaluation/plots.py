@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from rfcn.evaluation.scores import PrecisionRecall
-from rfcn.visualize import figure_to_image
+from rfcn.visualize import _figure_to_image
 
 _TITLES = {
     "voc07": "VOC2007 11-point AP, IoU {iou:g}",
@@ -59,7 +59,7 @@ def pr_curves_figure(
     else:
         axes.text(0.5, 0.5, "no class has ground truth", ha="center", va="center")
     figure.tight_layout()
-    return figure_to_image(figure)
+    return _figure_to_image(figure)
 
 
 def validation_figure(history: Sequence[Mapping[str, Any]], name: str, metric: str) -> Image.Image:
@@ -107,4 +107,4 @@ def validation_figure(history: Sequence[Mapping[str, Any]], name: str, metric: s
     axes.legend(loc="lower right", fontsize=8)
     axes.set_title(f"validation {name} during training")
     figure.tight_layout()
-    return figure_to_image(figure)
+    return _figure_to_image(figure)
