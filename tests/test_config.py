@@ -16,6 +16,7 @@ def test_defaults_are_the_paper_setting() -> None:
     assert cfg.model.ohem_batch_per_image == 128
     assert cfg.train.momentum == 0.9
     assert cfg.train.weight_decay == 5e-4
+    assert cfg.train.eval_every == 0 and cfg.data.val_split == ""  # no validation by default
 
 
 def test_yaml_and_overrides_are_typed(tmp_path: Path) -> None:
@@ -48,6 +49,8 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model:\n  atrous: 1\n", "model.atrous: expected true or false"),
         ("train:\n  checkpoint_every: 0\n", "train.checkpoint_every: must be positive"),
         ("train:\n  warmup_factor: 0\n", "train.warmup_factor: must lie in (0, 1]"),
+        ("train:\n  eval_every: -1\n", "train.eval_every: must be >= 0"),
+        ("data:\n  format: coco\n  val_split: val\n", "data.val_split: names a VOC split"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -66,6 +66,9 @@ def test_figures_render() -> None:
         {"iteration": i, "loss": 2.0 / i, "loss_cls": 1.0 / i, "lr": 0.01} for i in range(1, 6)
     ]
     assert loss_figure(history).size[0] > 100
+    # validation entries in the history (train.eval_every) do not break the curves
+    validated = [*history[:2], {"iteration": 2, "val_mAP": 0.5}, *history[2:]]
+    assert loss_figure(validated).tobytes() == loss_figure(history).tobytes()
     k = 3
     maps = np.random.default_rng(0).normal(size=(k, k, 6, 8)).astype(np.float32)
     rois = [

@@ -128,9 +128,11 @@ def _figure_to_image(figure: Any) -> Image.Image:
 
 def loss_figure(history: Sequence[dict[str, float]]) -> Image.Image:
     """Loss curves: one line per ``loss*`` key of the per-log-step ``history`` records (the
-    trainer's total ``loss`` in black), against their ``iteration``."""
+    trainer's total ``loss`` in black), against their ``iteration``; records without a loss
+    (validation entries) are left out."""
     from matplotlib.figure import Figure
 
+    history = [record for record in history if "loss" in record]
     figure = Figure(figsize=(7, 4), dpi=100)
     axes = figure.add_subplot(1, 1, 1)
     iterations = [record["iteration"] for record in history]

@@ -140,8 +140,10 @@ def test_voc_and_coco_ground_truth_agree(tmp_path: Path) -> None:
             "scores": np.ones(len(objects), dtype=np.float32),
             "labels": np.array([o.label for o in objects]),
         }
-    voc = evaluate_detections(perfect, CLASS_NAMES, "voc07", dataset_root=root, split="test")
+    voc = evaluate_detections(
+        perfect, CLASS_NAMES, "voc07", dataset_root=root, split="test"
+    ).metrics
     assert voc["mAP"] == pytest.approx(1.0)
     coco_json = root / COCO_JSON.format(split="test")
-    coco = evaluate_detections(perfect, CLASS_NAMES, "coco", coco_annotations=coco_json)
+    coco = evaluate_detections(perfect, CLASS_NAMES, "coco", coco_annotations=coco_json).metrics
     assert coco["AP"] == pytest.approx(1.0)

@@ -7,14 +7,29 @@ VOC reader.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from rfcn.config import Config, config_from_dict
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220)}
+# What every training log entry holds: the losses and the learning rate.
+LOSS_KEYS = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` inside: runs that must agree bitwise do."""
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def _annotation(image_id: str, width: int, height: int, objects: list[tuple[str, tuple]]) -> str:

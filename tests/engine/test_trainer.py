@@ -1,27 +1,16 @@
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from engine_fixtures import LOSS_KEYS, deterministic
 
 from rfcn.config import Config
 from rfcn.engine.checkpoint import load_checkpoint, load_model
 from rfcn.engine.stage_run import IterationEnd
 from rfcn.engine.trainer import train
 from rfcn.errors import UserError
-
-LOSSES = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
-
-
-@contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(False)
 
 
 def _interrupt_at(iteration: int, seen: dict) -> Callable[[IterationEnd], None]:
@@ -40,7 +29,7 @@ def test_end_to_end_run_writes_its_folder(make_config: Callable, tmp_path: Path)
         result = train(make_config(model={"num_classes": 20}), tmp_path, progress=False)
     assert result.checkpoint == tmp_path / "model_final.pt"
     assert [entry["iteration"] for entry in result.history] == [1, 2, 3, 4, 5, 6]
-    assert all(set(LOSSES) <= set(entry) for entry in result.history)
+    assert all(set(LOSS_KEYS) <= set(entry) for entry in result.history)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert logged == result.history
     # lr: warm-up 0.5 -> 1 over 2 iterations, x0.1 from iteration 4 (0-based) on
@@ -56,7 +45,7 @@ def test_end_to_end_run_writes_its_folder(make_config: Callable, tmp_path: Path)
 
 def test_resume_continues_exactly(make_config: Callable, tmp_path: Path) -> None:
     cfg = make_config()
-    with _deterministic():
+    with deterministic():
         straight = train(cfg, tmp_path / "straight", progress=False)
         seen: dict = {}
         with pytest.raises(KeyboardInterrupt):
@@ -65,7 +54,7 @@ def test_resume_continues_exactly(make_config: Callable, tmp_path: Path) -> None
         resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert [e["iteration"] for e in resumed.history] == [4, 5, 6]
     for ours, reference in zip(resumed.history, straight.history[3:], strict=True):
-        assert {k: ours[k] for k in LOSSES} == {k: reference[k] for k in LOSSES}
+        assert {k: ours[k] for k in LOSS_KEYS} == {k: reference[k] for k in LOSS_KEYS}
     final_straight = load_checkpoint(straight.checkpoint)["model"]
     final_resumed = load_checkpoint(resumed.checkpoint)["model"]
     for name, value in final_straight.items():

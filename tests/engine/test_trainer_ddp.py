@@ -1,48 +1,45 @@
-"""DDP on CPU: two processes (gloo) train the tiny model; the replicas must stay identical."""
+"""DDP on CPU: two processes (gloo) train the tiny model; the replicas must stay identical, and
+validation (each process scores its shard) equals scoring the weights in one process."""
 
-import os
-import socket
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from engine_fixtures import tiny_config
+from process_group import act_as_torchrun_process, free_port
 
+from rfcn.config import Config
+from rfcn.engine.checkpoint import load_model
 from rfcn.engine.stage_run import IterationEnd
 from rfcn.engine.trainer import train
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from rfcn.engine.validation import Validator
 
 
 def _worker(rank: int, world_size: int, port: int, data_root: Path, out: Path) -> None:
     """One torchrun-like process: the environment torchrun sets, then a plain ``train``."""
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+    act_as_torchrun_process(rank, world_size, port)
     torch.set_num_threads(1)
 
     def keep_weights(event: IterationEnd) -> None:
         if event.iteration in (1, 3):
             torch.save(event.model.state_dict(), out / f"rank{rank}_iter{event.iteration}.pt")
 
-    cfg = tiny_config(data_root, train={"iterations": 3, "images_per_batch": 4})
-    train(cfg, out / "run", progress=False, callbacks=[keep_weights])
+    train(_config(data_root), out / "run", progress=False, callbacks=[keep_weights])
+
+
+def _config(data_root: Path) -> Config:
+    return tiny_config(
+        data_root,
+        train={"iterations": 3, "images_per_batch": 4, "eval_every": 3},
+        data={"val_split": "trainval"},
+    )
 
 
 @pytest.mark.slow
 def test_two_cpu_processes_keep_identical_replicas(tiny_voc: Path, tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), tiny_voc, tmp_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), tiny_voc, tmp_path), nprocs=2, join=True)
 
     def weights(rank: int, iteration: int) -> dict[str, torch.Tensor]:
         return torch.load(tmp_path / f"rank{rank}_iter{iteration}.pt", weights_only=True)
@@ -60,5 +57,13 @@ def test_two_cpu_processes_keep_identical_replicas(tiny_voc: Path, tmp_path: Pat
         "config.yaml",
         "last.pt",
         "metrics.jsonl",
+        "model_best.pt",
         "model_final.pt",
+        "val_curve.png",
     ]
+    # The two shards' detections, gathered, score what the final weights score in one process.
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    (validation,) = [entry for entry in logged if "val_mAP" in entry]
+    model, cfg, _ = load_model(tmp_path / "run" / "model_final.pt")
+    alone = Validator(cfg).evaluate(model)
+    assert alone is not None and validation["val_mAP"] == alone["mAP"]

@@ -72,3 +72,35 @@ def test_missing_tensorboard_is_one_warning_line(
     )
     assert log.writer is None and not (tmp_path / "tensorboard").exists()
     assert len(_entries(tmp_path)) == 1  # metrics.jsonl is still written
+
+
+def test_validations_go_to_the_log_tensorboard_and_the_bar(tmp_path: Path) -> None:
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    log = TrainingLog(tmp_path, "s", 10, 0, 4, progress=False, tensorboard=True, enabled=True)
+    log.window_start = (0, log.window_start[1] - 2.0)  # pretend 2 s passed
+    best = {"value": 0.5, "iteration": 5}
+    entry = log.record_validation(5, 5, "voc07", "mAP", 0.25, best, seconds=1.0)
+    log.record(10, 10, {"loss": 1.5, "lr": 0.1})
+    log.close()
+    validation, training = _entries(tmp_path)
+    assert (
+        validation
+        == entry
+        == {
+            "stage": "s",
+            "iteration": 5,
+            "stage_iteration": 5,
+            "val_metric": "voc07",
+            "val_mAP": 0.25,
+            "best_val_mAP": 0.5,
+            "best_iteration": 5,
+            "val_seconds": 1.0,
+        }
+    )
+    # 10 iterations x 4 images in ~2 s, once the 1 s of validation is left out: ~40/s
+    assert 35.0 < training["images_per_s"] <= 40.0
+    assert log.postfix["val"] == "0.250" and log.postfix["best"] == "0.500"
+    events = accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    (scalar,) = events.Scalars("val/mAP")
+    assert (scalar.step, scalar.value) == (5, 0.25)

@@ -79,11 +79,15 @@ def noisy_results(seed: int) -> list[dict]:
     ]
 
 
-def pycocotools_stats(gt_path: Path, results: list[dict]) -> list[float]:
-    """pycocotools used as its README shows."""
+def pycocotools_stats(
+    gt_path: Path, results: list[dict], category_ids: list[int] | None = None
+) -> list[float]:
+    """pycocotools used as its README shows; ``category_ids`` restricts it to those categories."""
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_path))
         evaluator = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "bbox")
+        if category_ids is not None:
+            evaluator.params.catIds = category_ids
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -95,10 +99,29 @@ def test_equals_pycocotools_called_directly(tmp_path: Path, seed: int) -> None:
     gt_path = write_ground_truth(tmp_path / "gt.json")
     results = noisy_results(seed)
     expected = pycocotools_stats(gt_path, results)
-    metrics = evaluate_coco(load_coco_ground_truth(gt_path), results)
-    assert list(metrics) == list(COCO_METRIC_NAMES)
+    metrics = evaluate_coco(load_coco_ground_truth(gt_path), results).metrics
+    assert list(metrics) == [*COCO_METRIC_NAMES, "per_class"]
     assert [metrics[name] for name in COCO_METRIC_NAMES] == expected
     assert 0.0 < metrics["AP"] < 1.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_per_class_ap_equals_pycocotools_run_on_that_class_alone(tmp_path: Path, seed: int) -> None:
+    gt_path = write_ground_truth(tmp_path / "gt.json")
+    results = noisy_results(seed)
+    evaluation = evaluate_coco(load_coco_ground_truth(gt_path), results)
+    per_class = evaluation.metrics["per_class"]
+    assert list(per_class) == ["cat", "dog"]
+    for name, category_id in (("cat", 3), ("dog", 7)):
+        alone = pycocotools_stats(gt_path, results, [category_id])
+        assert [per_class[name][key] for key in ("AP", "AP50", "AP75")] == pytest.approx(
+            alone[:3], abs=1e-12
+        )
+        curve = evaluation.curves[name]
+        assert curve.recall.tolist() == pytest.approx(np.linspace(0, 1, 101).tolist())
+        # the curve averages the precision over the IoUs: its mean over recall is the AP
+        assert float(curve.precision.mean()) == pytest.approx(curve.ap, abs=1e-12)
+        assert curve.ap == per_class[name]["AP"]
 
 
 def test_perfect_detections_score_one(tmp_path: Path) -> None:
@@ -107,7 +130,11 @@ def test_perfect_detections_score_one(tmp_path: Path) -> None:
         {"image_id": i, "category_id": c, "bbox": [x, y, w, h], "score": 1.0}
         for i, c, x, y, w, h in GT_BOXES
     ]
-    metrics = evaluate_coco(load_coco_ground_truth(gt_path), results)
+    metrics = evaluate_coco(load_coco_ground_truth(gt_path), results).metrics
+    per_class = metrics.pop("per_class")
+    assert per_class == {
+        name: dict.fromkeys(("AP", "AP50", "AP75"), 1.0) for name in ("cat", "dog")
+    }
     # AR1 keeps one detection per image: image 2 holds two cats, so cat recall is 2/3 and
     # the mean over the two categories (2/3 + 1) / 2.
     expected = {**dict.fromkeys(COCO_METRIC_NAMES, 1.0), "AR1": 5 / 6}
@@ -117,9 +144,16 @@ def test_perfect_detections_score_one(tmp_path: Path) -> None:
 def test_undefined_metrics_are_none_and_no_detections_score_zero(tmp_path: Path) -> None:
     no_small = [box for box in GT_BOXES if box[4] * box[5] >= 32**2]
     gt_path = write_ground_truth(tmp_path / "gt.json", no_small)
-    metrics = evaluate_coco(load_coco_ground_truth(gt_path), [])
+    metrics = evaluate_coco(load_coco_ground_truth(gt_path), []).metrics
     assert metrics["APs"] is None and metrics["ARs"] is None
     assert all(metrics[name] == 0.0 for name in COCO_METRIC_NAMES if name not in ("APs", "ARs"))
+    assert all(v == 0.0 for values in metrics["per_class"].values() for v in values.values())
+    # A category with no ground truth has no AP, and no curve.
+    only_cats = [box for box in GT_BOXES if box[1] == 3]
+    gt_path = write_ground_truth(tmp_path / "cats.json", only_cats)
+    evaluation = evaluate_coco(load_coco_ground_truth(gt_path), [])
+    assert evaluation.metrics["per_class"]["dog"] == dict.fromkeys(("AP", "AP50", "AP75"))
+    assert list(evaluation.curves) == ["cat"]
 
 
 def test_in_memory_detections_map_names_and_file_stems(tmp_path: Path) -> None:
@@ -144,7 +178,7 @@ def test_in_memory_detections_map_names_and_file_stems(tmp_path: Path) -> None:
         }
         for key, v in detections.items()
     }
-    metrics = evaluate_detections(tensors, ["cat", "dog"], "coco", coco_annotations=gt_path)
+    metrics = evaluate_detections(tensors, ["cat", "dog"], "coco", coco_annotations=gt_path).metrics
     expected = pycocotools_stats(gt_path, results)
     assert [metrics[name] for name in COCO_METRIC_NAMES] == pytest.approx(expected, abs=1e-12)
 

@@ -14,6 +14,7 @@ from rfcn.evaluation.voc import (
     voc_ap,
     voc_box_iou,
     voc_class_ap,
+    voc_class_curve,
 )
 
 BOX_A = (1.0, 1.0, 10.0, 10.0)  # VOC pixels: 10 x 10
@@ -63,6 +64,11 @@ def test_duplicate_is_a_false_positive() -> None:
     ap07, ap = ap_both(ground_truth, detections)
     assert ap07 == pytest.approx(28 / 33, abs=1e-12)
     assert ap == pytest.approx(5 / 6, abs=1e-12)
+    recall, precision = voc_class_curve(ground_truth, "cat", detections)
+    assert recall.tolist() == [0.5, 0.5, 1.0]
+    assert precision.tolist() == pytest.approx([1.0, 0.5, 2 / 3], abs=1e-15)
+    curve = evaluate_voc(ground_truth, {"cat": detections}, ["cat"], use_07_metric=False).curves
+    assert curve["cat"].recall.tolist() == recall.tolist() and curve["cat"].ap == ap
 
 
 def test_eleven_point_and_area_differ_as_hand_computed() -> None:
@@ -151,18 +157,19 @@ def test_images_without_detections_and_classes_without_ground_truth() -> None:
     for use_07, cat_ap in ((True, 6 / 11), (False, 0.5)):
         metrics = evaluate_voc(
             ground_truth, detections, ["cat", "bird", "dog"], 0.5, use_07_metric=use_07
-        )
+        ).metrics
         assert metrics["AP"]["cat"] == pytest.approx(cat_ap, abs=1e-12)
         assert metrics["AP"]["bird"] is None  # no ground truth: no AP, not in the mAP
         assert metrics["AP"]["dog"] is None
         assert metrics["mAP"] == metrics["AP"]["cat"]
-    assert evaluate_voc({"c": gt()}, {}, ["cat"])["mAP"] is None
+    assert evaluate_voc({"c": gt()}, {}, ["cat"]).metrics["mAP"] is None
 
 
 def test_a_class_with_ground_truth_and_no_detections_scores_zero() -> None:
     ground_truth = {"a": gt(("cat", BOX_A, False), ("dog", BOX_B, False))}
-    metrics = evaluate_voc(ground_truth, {"cat": dets(("a", 0.9, BOX_A))}, ["cat", "dog"])
-    assert metrics == {"mAP": 0.5, "AP": {"cat": 1.0, "dog": 0.0}}
+    evaluation = evaluate_voc(ground_truth, {"cat": dets(("a", 0.9, BOX_A))}, ["cat", "dog"])
+    assert evaluation.metrics == {"mAP": 0.5, "AP": {"cat": 1.0, "dog": 0.0}}
+    assert evaluation.curves["dog"].recall.size == 0 and evaluation.curves["dog"].ap == 0.0
 
 
 def test_detections_on_unknown_images_are_rejected() -> None:

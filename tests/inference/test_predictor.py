@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from rfcn.errors import UserError
 from rfcn.inference.detections import Detections
 from rfcn.inference.predictor import Predictor
 from rfcn.modeling.rfcn import RFCN, build_model
+from rfcn.modeling.transform import RFCNTransform
 
 
 class StripeDetector(nn.Module):
@@ -29,7 +29,7 @@ class StripeDetector(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.anchor = nn.Parameter(torch.zeros(()))
-        self.transform = SimpleNamespace(min_size=(600,), max_size=1000)
+        self.transform = RFCNTransform((600,), 1000, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.calls: list[tuple[int, int, list[tuple[int, ...]]]] = []
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
@@ -91,6 +91,20 @@ def test_batches_return_one_result_per_image() -> None:
     assert len(stacked) == 3
     tensor_batch = predictor(torch.zeros(2, 3, 8, 8).index_fill_(3, torch.tensor([5]), 1.0))
     assert [d.boxes[0, [0, 2]].tolist() for d in tensor_batch] == [[5.0, 6.0], [5.0, 6.0]]
+
+
+def test_only_images_that_pad_alike_share_a_forward_pass() -> None:
+    model = StripeDetector()
+    predictor = Predictor(model, ["stripe"], scales=[200, 600])
+    # At 200 and 600 the 64- and 63-wide images pad alike (16x64 -> 250x1000 and 16x63 ->
+    # 254x1000 at 600: 256x1024); the 40-wide one does not (400x1000: 416x1024).
+    images = [stripe_image(64, 2, 4), stripe_image(40, 30, 33), stripe_image(63, 5, 9)]
+    assert predictor.batch_key(16, 64) == predictor.batch_key(16, 63)
+    assert predictor.batch_key(16, 64) != predictor.batch_key(16, 40)
+    detections = predictor(images)
+    assert [d.boxes[0, [0, 2]].tolist() for d in detections] == [[2, 4], [30, 33], [5, 9]]
+    widths = [[shape[2] for shape in shapes] for _, _, shapes in model.calls]
+    assert widths == [[64, 63], [64, 63], [40], [40]]  # per group: one call per scale
 
 
 def test_flip_maps_boxes_back_and_merges_them() -> None:

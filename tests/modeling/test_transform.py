@@ -38,3 +38,13 @@ def test_training_picks_a_listed_size():
     seen = {transform([torch.rand(3, 20, 20)])[0].image_sizes[0][0] for _ in range(30)}
     assert seen == {40, 60, 80}
     assert transform.eval()([torch.rand(3, 20, 20)])[0].image_sizes[0] == (80, 80)
+
+
+def test_padded_size_is_the_shape_the_image_gets_alone():
+    transform = _transform(min_size=(40, 60), max_size=100).eval()
+    for height, width in [(30, 40), (50, 20), (31, 47), (64, 64), (17, 90)]:
+        batch, _ = transform([torch.rand(3, height, width)])
+        assert transform.padded_size(height, width) == tuple(batch.tensor.shape[-2:])
+    # 30x40 and 31x41 both become 60x80 (60x81): they pad alike; 30x64 (60x100) does not
+    assert transform.padded_size(30, 40) == transform.padded_size(31, 41) == (64, 96)
+    assert transform.padded_size(30, 64) == (64, 128)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deploy_fixtures import tiny_config, write_checkpoint
+from deploy_fixtures import record_batches, tiny_config, write_checkpoint
 from PIL import Image
 
 from rfcn.cli import main
@@ -129,6 +129,55 @@ def test_no_readable_image_is_an_error(
     )
     assert missing_code == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_batches_and_workers_give_the_batch_1_detections(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (width, height): 160x120 and 160x124 pad alike at 128 px (longest side 160), so they may
+    # share a batch; the rest pad to sizes of their own.
+    sizes = [(160, 120), (90, 140), (160, 124), (160, 120), (100, 100), (160, 124), (140, 90)]
+    images = write_images(tmp_path / "in", sizes)
+    broken = tmp_path / "in" / "broken.jpg"
+    broken.write_bytes(images[0].read_bytes()[:300])
+    batches = record_batches(monkeypatch)
+    records = {}
+    for run, options in (("one", []), ("four", ["--batch-size", "4", "--workers", "2"])):
+        batches.clear()
+        out = tmp_path / run
+        argv = ["detect", str(tmp_path / "in"), "--weights", str(checkpoint), "--out", str(out)]
+        assert main([*argv, "--score-threshold", "0.1", *options]) == 1  # broken.jpg skipped
+        records[run] = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+        assert len(records[run]) == len(images)
+        sizes_in_batches = sorted(len(batch) for batch in batches)
+        if run == "one":
+            assert sizes_in_batches == [1] * len(images)
+        else:
+            assert sizes_in_batches == [1, 1, 1, 4]
+            assert any(len(set(batch)) > 1 for batch in batches)  # 160x120 with 160x124
+    found = 0
+    for stem, expected in records["one"].items():
+        ours = records["four"][stem]
+        assert (ours["width"], ours["height"]) == (expected["width"], expected["height"])
+        assert len(ours["detections"]) == len(expected["detections"]), stem
+        for mine, theirs in zip(ours["detections"], expected["detections"], strict=True):
+            assert mine["class_name"] == theirs["class_name"]
+            assert mine["score"] == pytest.approx(theirs["score"], abs=1e-5)
+            # written to 3 decimals: a float-rounding difference may flip the last one
+            assert mine["box"] == pytest.approx(theirs["box"], abs=2e-3)
+            found += 1
+    assert found > 20
+
+
+def test_an_onnx_model_takes_no_batches_or_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (image,) = write_images(tmp_path / "in", [(32, 32)])
+    for option, value in (("--batch-size", "2"), ("--workers", "1"), ("--batch-size", "0")):
+        argv = ["detect", str(image), "--weights", str(tmp_path / "m.onnx"), "--out", "o"]
+        assert main([*argv, option, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {option}: ") and len(err.splitlines()) == 1
 
 
 def test_same_stems_get_distinct_output_names(tmp_path: Path) -> None:

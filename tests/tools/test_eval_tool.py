@@ -1,4 +1,5 @@
-"""``rfcn eval``: results files and metrics, the eval -> evaluate round trip, mismatch errors."""
+"""``rfcn eval``: results files and metrics, the eval -> evaluate round trip, mismatch errors,
+batches that give the batch-1 detections, and torchrun shards that give one process's files."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from deploy_fixtures import tiny_config, write_checkpoint
+import torch
+import torch.multiprocessing as mp
+from deploy_fixtures import record_batches, tiny_config, write_checkpoint, write_voc_test_split
+from process_group import act_as_torchrun_process, free_port
 
 from rfcn.cli import main
 from rfcn.config import Config, config_from_dict, config_to_dict, save_config
@@ -14,6 +18,10 @@ from rfcn.data.build import build_dataset
 from rfcn.data.synthetic import CLASS_NAMES, COCO_JSON, TEST_SPLIT, ensure_synthetic_dataset
 from rfcn.evaluation.evaluator import evaluate_detections
 from rfcn.inference.predictor import Predictor
+
+# (width, height): at 128 px (longest side 160) 128x96 and 128x100 both pad to 128x160, so
+# they may share a batch; the others pad to sizes of their own.
+SIZES = [(128, 96), (128, 100), (96, 128), (128, 96), (140, 100), (128, 100), (90, 90)]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +95,7 @@ def test_voc_results_round_trip_through_rfcn_evaluate(
     }
     in_memory = evaluate_detections(
         detections, list(CLASS_NAMES), "voc07", dataset_root=root, split=TEST_SPLIT
-    )
+    ).metrics
     assert in_memory == metrics
     assert 0.0 <= metrics["mAP"] <= 1.0 and set(metrics["AP"]) <= set(CLASS_NAMES)
     assert "mAP" in capsys.readouterr().out
@@ -158,3 +166,83 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error(
     assert code == 2
     assert err.startswith("error: ") and problem in err and "Traceback" not in err
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+@pytest.fixture(scope="module")
+def varied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A config on a VOC test split of images of several sizes, and the tiny checkpoint."""
+    root = tmp_path_factory.mktemp("varied")
+    values = config_to_dict(tiny_config(root / "unused"))
+    values["data"].update(
+        format="voc",
+        roots=[str(write_voc_test_split(root / "voc", SIZES))],
+        class_names=list(CLASS_NAMES),
+    )
+    cfg = config_from_dict(values)
+    save_config(cfg, root / "config.yaml")
+    return root / "config.yaml", write_checkpoint(root / "tiny.pt", cfg)
+
+
+def read_results(folder: Path) -> dict[str, list[list[str]]]:
+    return {p.name: [line.split() for line in p.read_text().splitlines()] for p in folder.iterdir()}
+
+
+def test_batches_give_the_batch_1_detections(
+    varied: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, weights = varied
+    batches = record_batches(monkeypatch)
+    assert run_eval(config, weights, tmp_path / "one") == 0
+    assert [len(batch) for batch in batches] == [1] * len(SIZES)
+    batches.clear()
+    batched = ("--set", "eval.batch_size=4", "data.workers=2")
+    assert run_eval(config, weights, tmp_path / "four", *batched) == 0
+    assert sorted(len(batch) for batch in batches) == [1, 1, 1, 4]
+    assert any(len(set(batch)) > 1 for batch in batches)  # 128x96 and 128x100 ran together
+    single, several = (read_results(tmp_path / run / "results") for run in ("one", "four"))
+    assert single.keys() == several.keys()
+    lines = 0
+    for name, expected in single.items():
+        assert len(several[name]) == len(expected), name
+        for ours, theirs in zip(several[name], expected, strict=True):
+            assert ours[0] == theirs[0]  # image id; the order is the split's
+            numbers = [float(v) for v in ours[1:]]
+            assert numbers == pytest.approx([float(v) for v in theirs[1:]], abs=1e-3)
+            lines += 1
+    assert lines > 50
+    metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "four")]
+    assert metrics[1]["mAP"] == pytest.approx(metrics[0]["mAP"], abs=1e-6)
+
+
+def _eval_process(
+    rank: int, world_size: int, port: int, config: Path, weights: Path, out: Path, log: Path
+) -> None:
+    """One torchrun-like process of ``rfcn eval``; writes how many images it detected."""
+    act_as_torchrun_process(rank, world_size, port)
+    torch.set_num_threads(1)
+    batches = record_batches(pytest.MonkeyPatch())  # this process only; it ends with the test
+    assert run_eval(config, weights, out) == 0
+    (log / f"rank{rank}.txt").write_text(str(sum(map(len, batches))))
+
+
+@pytest.mark.slow
+def test_torchrun_shards_write_what_one_process_writes(
+    varied: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config, weights = varied
+    for world_size in (1, 2):
+        log = tmp_path / f"log{world_size}"
+        log.mkdir()
+        out = tmp_path / f"world{world_size}"
+        args = (world_size, free_port(), config, weights, out, log)
+        mp.spawn(_eval_process, args=args, nprocs=world_size, join=True)
+    # 7 images: rank 0 detects images 0, 2, 4, 6 and rank 1 images 1, 3, 5
+    assert (tmp_path / "log2" / "rank0.txt").read_text() == "4"
+    assert (tmp_path / "log2" / "rank1.txt").read_text() == "3"
+    one, two = tmp_path / "world1", tmp_path / "world2"
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert Path("pr_curves.png") in files and len(files) == len(CLASS_NAMES) + 2
+    for name in files:
+        if name.suffix != ".png":
+            assert (two / name).read_bytes() == (one / name).read_bytes(), name

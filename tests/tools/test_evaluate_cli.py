@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from rfcn import cli
 from rfcn.evaluation.evaluator import evaluate_detections, write_detections
@@ -97,7 +98,10 @@ def test_prints_a_table_and_writes_json(tmp_path: Path, capsys, metric: str, dog
     metrics = json.loads(out.read_text())
     assert metrics["AP"] == pytest.approx({"cat": 1.0, "dog": dog_ap}, abs=1e-12)
     assert metrics["mAP"] == pytest.approx((1 + dog_ap) / 2, abs=1e-12)
-    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]  # no temp file left
+    # no temp file left; the curves beside the JSON
+    assert sorted(p.name for p in out.parent.iterdir()) == ["metrics.json", "pr_curves.png"]
+    with Image.open(out.parent / "pr_curves.png") as figure:
+        assert figure.format == "PNG" and figure.width > 400
 
 
 def random_split(root: Path, seed: int) -> dict[str, dict[str, torch.Tensor]]:
@@ -139,7 +143,9 @@ def test_in_memory_equals_results_files_round_trip(tmp_path: Path, metric: str) 
     root = tmp_path / "voc"
     detections = random_split(root, seed=3)
     classes = [*CLASSES, "horse"]  # horse: no ground truth, so no AP
-    in_memory = evaluate_detections(detections, classes, metric, dataset_root=root, split="val")
+    in_memory = evaluate_detections(
+        detections, classes, metric, dataset_root=root, split="val"
+    ).metrics
     write_detections(detections, classes, metric, tmp_path / "results")
     out = tmp_path / "metrics.json"
     argv = ["evaluate", "--dataset", root, "--split", "val", "--metric", metric, "--out", out]
@@ -168,7 +174,7 @@ def test_coco_in_memory_equals_results_file_round_trip(tmp_path: Path, capsys) -
     }
     gt_path = tmp_path / "instances_val.json"
     gt_path.write_text(json.dumps(gt))
-    in_memory = evaluate_detections(detections, CLASSES, "coco", coco_annotations=gt_path)
+    in_memory = evaluate_detections(detections, CLASSES, "coco", coco_annotations=gt_path).metrics
     write_detections(
         detections, CLASSES, "coco", tmp_path / "results.json", coco_annotations=gt_path
     )
@@ -177,7 +183,13 @@ def test_coco_in_memory_equals_results_file_round_trip(tmp_path: Path, capsys) -
     argv += ["--detections", tmp_path / "results.json", "--annotations", gt_path, "--out", out]
     assert rfcn(*argv) == 0
     assert json.loads(out.read_text()) == in_memory
-    assert "AP50" in capsys.readouterr().out
+    assert set(in_memory["per_class"]) == {"cat", "dog"}
+    printed = capsys.readouterr().out
+    assert "AP50" in printed
+    assert any(
+        line.split()[0] == "dog" and len(line.split()) == 4 for line in printed.splitlines() if line
+    )
+    assert (tmp_path / "pr_curves.png").is_file()
 
 
 def test_malformed_results_line_exits_2(tmp_path: Path, capsys) -> None:

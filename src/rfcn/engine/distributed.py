@@ -13,6 +13,7 @@ process reads ``last.pt``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -104,3 +105,27 @@ def mean_over_processes(values: dict[str, torch.Tensor]) -> dict[str, float]:
         dist.all_reduce(stacked)
         stacked /= dist.get_world_size()
     return dict(zip(names, stacked.tolist(), strict=True))
+
+
+def gather_to_main(value: Any) -> list[Any] | None:
+    """Every process's picklable ``value``, in rank order, on rank 0; None on the others.
+
+    Every process must call it. A single process gets ``[value]``.
+    """
+    if get_world_size() == 1:
+        return [value]
+    gathered: list[Any] | None = [None] * dist.get_world_size() if is_main_process() else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics) of ``module``.
+
+    Under DDP each process updates its own BatchNorm statistics in the forward pass, and the
+    next training forward overwrites them with rank 0's; evaluating every process's shard with
+    rank 0's model needs them equal now.
+    """
+    if get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)

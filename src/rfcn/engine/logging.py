@@ -4,9 +4,15 @@
 - ``metrics.jsonl``: one JSON object per log step, ``{"stage", "iteration" (counted over all
   stages), "stage_iteration", "lr", "loss", "loss_rpn_cls", ..., "images_per_s", "time"}``;
   losses are means over the iterations since the previous log step and over all processes;
-- ``tensorboard/``: the same scalars, when ``train.tensorboard`` is on (without the
-  ``tensorboard`` package: one warning line naming the extra to install, and no scalars);
-- a tqdm progress bar on stderr with the loss, the lr and the speed.
+  with ``train.eval_every``, one object per validation, ``{"stage", "iteration",
+  "stage_iteration", "val_metric", "val_<name>", "best_val_<name>", "best_iteration",
+  "val_seconds"}`` (``<name>``: ``mAP`` for VOC metrics, ``AP`` for COCO);
+- ``tensorboard/``: the same scalars (``train/...`` and ``val/<name>``), when
+  ``train.tensorboard`` is on (without the ``tensorboard`` package: one warning line naming
+  the extra to install, and no scalars);
+- ``val_curve.png``: the validation metric against the iteration, when validating;
+- a tqdm progress bar on stderr with the loss, the lr, the speed, and the last and best
+  validation values.
 
 Only the main process (rank 0) writes; the others construct a :class:`TrainingLog` with
 ``enabled=False``.
@@ -35,6 +41,22 @@ def save_resolved_config(cfg: Config, output_dir: Path) -> None:
     save_config(cfg, output_dir / CONFIG_FILE)
 
 
+def read_metrics(output_dir: Path) -> list[dict[str, Any]]:
+    """The entries of the run's ``metrics.jsonl``, in order; torn lines are skipped."""
+    path = output_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
 def truncate_metrics(output_dir: Path, last_iteration: int) -> None:
     """Drop log lines after ``last_iteration`` (and torn lines) before a resume appends.
 
@@ -43,14 +65,11 @@ def truncate_metrics(output_dir: Path, last_iteration: int) -> None:
     path = output_dir / METRICS_FILE
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict) and entry.get("iteration", 0) <= last_iteration:
-            kept.append(line + "\n")
+    kept = [
+        json.dumps(entry) + "\n"
+        for entry in read_metrics(output_dir)
+        if entry.get("iteration", 0) <= last_iteration
+    ]
     write_text(path, "".join(kept))
 
 
@@ -105,6 +124,7 @@ class TrainingLog:
         )
         self.started = time.perf_counter()
         self.window_start = (start, self.started)
+        self.postfix: dict[str, str] = {}  # the bar's latest values, training and validation
 
     def advance(self) -> None:
         """One iteration done."""
@@ -133,18 +153,68 @@ class TrainingLog:
         }
         if not self.enabled:
             return entry
-        with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(entry) + "\n")
+        self._append(entry)
         if self.writer is not None:
             for name, value in scalars.items():
                 self.writer.add_scalar(f"train/{name}", value, iteration)
             self.writer.add_scalar("train/images_per_s", speed, iteration)
-        self.bar.set_postfix(
+        self.postfix.update(
             loss=f"{scalars['loss']:.3f}", lr=f"{scalars['lr']:.2e}", img_s=f"{speed:.1f}"
         )
+        self.bar.set_postfix(self.postfix)
         return entry
+
+    def record_validation(
+        self,
+        iteration: int,
+        stage_iteration: int,
+        metric: str,
+        name: str,
+        value: float | None,
+        best: dict[str, Any] | None,
+        seconds: float,
+    ) -> dict:
+        """Log one validation; returns the entry. Its ``seconds`` do not count towards the
+        training speed.
+
+        Args:
+            iteration, stage_iteration: as for :meth:`record`.
+            metric: ``eval.metric``; ``name``: its headline number (``"mAP"``, ``"AP"``);
+            value: that number (None: it cannot be computed).
+            best: the best validation so far, ``{"value", "iteration", ...}``, or None.
+            seconds: how long the validation took.
+        """
+        first, since = self.window_start
+        self.window_start = (first, since + seconds)
+        best_value = None if best is None else best["value"]
+        entry = {
+            "stage": self.stage,
+            "iteration": iteration,
+            "stage_iteration": stage_iteration,
+            "val_metric": metric,
+            f"val_{name}": value,
+            f"best_val_{name}": best_value,
+            "best_iteration": None if best is None else best["iteration"],
+            "val_seconds": seconds,
+        }
+        if not self.enabled:
+            return entry
+        self._append(entry)
+        if self.writer is not None and value is not None:
+            self.writer.add_scalar(f"val/{name}", value, iteration)
+        self.postfix.update(val=_shown(value), best=_shown(best_value))
+        self.bar.set_postfix(self.postfix)
+        return entry
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(entry) + "\n")
 
     def close(self) -> None:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -9,6 +9,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from rfcn.engine.logging import TrainingLog
 from rfcn.engine.optim import build_optimizer, build_scheduler
 from rfcn.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from rfcn.engine.stages import Stage, configure_stage, set_train_mode
+from rfcn.engine.validation import BEST_CHECKPOINT, Validator
 from rfcn.errors import UserError
 from rfcn.modeling.rfcn import RFCN, build_model
 
@@ -84,14 +86,22 @@ class StageRun:
         stage: what this stage trains.
         offset: iterations of the earlier stages (log entries count over the whole run).
         state: a training state from ``last.pt`` to continue, or None to start the stage.
+        validator: validates the model every ``train.eval_every`` iterations and at the end
+            (:mod:`rfcn.engine.validation`); None: no validation in this stage.
     """
 
     def __init__(
-        self, context: RunContext, stage: Stage, offset: int, state: dict[str, Any] | None
+        self,
+        context: RunContext,
+        stage: Stage,
+        offset: int,
+        state: dict[str, Any] | None,
+        validator: Validator | None = None,
     ) -> None:
         cfg, device = context.cfg, context.device
         self.context = context
         self.stage = stage
+        self.validator = validator
         self.offset = offset
         self.total = cfg.train.iterations
         # The same seed before every build: stages that start "from the initial weights"
@@ -144,6 +154,8 @@ class StageRun:
         if state["grad_scaler"] is not None:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.done = min(state["iteration"], self.total)
+        if self.validator is not None:
+            self.validator.best = state.get("best_validation")
 
     def weights_state(self) -> dict[str, Any]:
         """Weights, config and class names, with this stage's name and iteration."""
@@ -162,6 +174,7 @@ class StageRun:
             "scheduler": self.scheduler.state_dict(),
             "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": self.rng,
+            "best_validation": None if self.validator is None else self.validator.best,
         }
 
     def _save_training_state(self) -> None:
@@ -197,6 +210,31 @@ class StageRun:
         self.rng = capture_rng_state()
         return loss.detach(), {name: value.detach() for name, value in losses.items()}, lr
 
+    def _validate(self, validator: Validator, log: TrainingLog) -> None:
+        """Score the model on the validation split (every process its shard); rank 0 logs the
+        score and saves the weights as ``model_best.pt`` when they score best so far."""
+        started = time.perf_counter()
+        metrics = validator.evaluate(self.model)
+        if metrics is None:  # not rank 0
+            return
+        iteration = self.offset + self.done
+        value = metrics[validator.name]
+        if validator.offer(value, iteration):
+            save_checkpoint(
+                self.context.output_dir / BEST_CHECKPOINT,
+                {**self.weights_state(), "validation": validator.best},
+            )
+        entry = log.record_validation(
+            iteration,
+            self.done,
+            self.context.cfg.eval.metric,
+            validator.name,
+            value,
+            validator.best,
+            time.perf_counter() - started,
+        )
+        self.context.history.append(entry)
+
     def run(self) -> nn.Module:
         """Train the remaining iterations; save ``last.pt`` periodically, at the end and on
         Ctrl-C (then re-raise); returns the trained model."""
@@ -226,6 +264,9 @@ class StageRun:
                     entry = log.record(self.offset + self.done, self.done, {**means, "lr": lr})
                     context.history.append(entry)
                     window, window_start = {}, self.done
+                # Before the checkpoint: last.pt then holds the best score up to this iteration.
+                if self.validator is not None and self.validator.due(self.done, self.total):
+                    self._validate(self.validator, log)
                 if self.done % cfg.train.checkpoint_every == 0 and self.done < self.total:
                     self._save_training_state()
                 for callback in context.callbacks:

@@ -9,7 +9,11 @@ leaves in ``output_dir``:
   the end of every stage, and on Ctrl-C (then the KeyboardInterrupt goes on, and the CLI exits
   130); ``resume=True`` continues from it;
 - ``<stage>.pt`` per step of alternating training; ``config.yaml``, ``metrics.jsonl`` and
-  ``tensorboard/`` (:mod:`rfcn.engine.logging`).
+  ``tensorboard/`` (:mod:`rfcn.engine.logging`);
+- with ``train.eval_every``: ``model_best.pt``, the weights that scored best on
+  ``data.val_split`` (its ``"validation"`` entry says when and how well), and
+  ``val_curve.png`` (:mod:`rfcn.engine.validation`). Validation runs in the stage that trains
+  the whole detector: the only one end to end, the last (step 4) in alternating training.
 
 Exact resume: the data order and flips depend only on (seed, position in the sample stream)
 (the data loader's ``start_iter``), and the Python/NumPy/torch RNG states are saved after each
@@ -50,22 +54,29 @@ from rfcn.engine.distributed import (
     resolve_device,
     shutdown_distributed,
 )
-from rfcn.engine.logging import save_resolved_config, truncate_metrics
+from rfcn.engine.logging import read_metrics, save_resolved_config, truncate_metrics
 from rfcn.engine.stage_run import LAST_CHECKPOINT, Callback, RunContext, StageRun
 from rfcn.engine.stages import stages_for
+from rfcn.engine.validation import Validator
 from rfcn.errors import UserError
+from rfcn.evaluation.plots import validation_figure
+from rfcn.files import write_image
 
 FINAL_CHECKPOINT = "model_final.pt"
+VALIDATION_FIGURE = "val_curve.png"
 
 
 @dataclass
 class TrainResult:
     """``checkpoint``: the final weights; ``history``: the log entries of this call (see
-    :mod:`rfcn.engine.logging`); ``seconds``: wall time of this call."""
+    :mod:`rfcn.engine.logging`); ``seconds``: wall time of this call; ``best_validation``:
+    ``{"metric", "name", "value", "iteration"}`` of ``model_best.pt`` (rank 0, with
+    ``train.eval_every``), else None."""
 
     checkpoint: Path
     history: list[dict[str, Any]]
     seconds: float
+    best_validation: dict[str, Any] | None = None
 
 
 def train(
@@ -92,11 +103,13 @@ def train(
         )
     created_group = init_distributed(device)
     try:
-        checkpoint, history = _train(cfg, Path(output_dir), device, resume, progress, callbacks)
+        checkpoint, history, best = _train(
+            cfg, Path(output_dir), device, resume, progress, callbacks
+        )
     finally:
         if created_group:
             shutdown_distributed()
-    return TrainResult(checkpoint, history, time.perf_counter() - started)
+    return TrainResult(checkpoint, history, time.perf_counter() - started, best)
 
 
 def _train(
@@ -106,7 +119,7 @@ def _train(
     resume: bool,
     progress: bool,
     callbacks: Sequence[Callback],
-) -> tuple[Path, list[dict[str, Any]]]:
+) -> tuple[Path, list[dict[str, Any]], dict[str, Any] | None]:
     world = get_world_size()
     if cfg.train.images_per_batch % world:
         raise UserError(
@@ -121,6 +134,8 @@ def _train(
             output_dir,
             f"already holds a training run ({LAST_CHECKPOINT}); resume it or choose another folder",
         )
+    # Before anything is written: a validation split that cannot be read stops the run here.
+    validator = Validator(cfg) if cfg.train.eval_every > 0 else None
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         save_resolved_config(cfg, output_dir)
@@ -133,15 +148,23 @@ def _train(
     context = RunContext(cfg, dataset, device, output_dir, progress, callbacks)
     for index in range(first, len(stages)):
         state = resume_state if index == first else None
-        stage_run = StageRun(context, stages[index], index * cfg.train.iterations, state)
+        # Only in the last stage is the model the whole detector: end to end, the one stage;
+        # alternating, step 4 (step 3's RPN, its own head).
+        stage_validator = validator if index == len(stages) - 1 else None
+        stage_run = StageRun(
+            context, stages[index], index * cfg.train.iterations, state, stage_validator
+        )
         stage_run.run()
         # The next stage reads this stage's weights on every process.
         barrier()
     final = output_dir / FINAL_CHECKPOINT
     if is_main_process():
         save_checkpoint(final, stage_run.weights_state())
+        if validator is not None:
+            figure = validation_figure(read_metrics(output_dir), validator.name, cfg.eval.metric)
+            write_image(output_dir / VALIDATION_FIGURE, figure)
     barrier()
-    return final, context.history
+    return final, context.history, None if validator is None else validator.best
 
 
 def resolve_classes(cfg: Config, class_names: Sequence[str]) -> Config:

@@ -13,11 +13,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from rfcn.data.coco import check_instances, read_coco_json
 from rfcn.errors import UserError
+from rfcn.evaluation.scores import Evaluation, PrecisionRecall
 from rfcn.files import printable_path
 
 # The order of COCOeval.stats.
@@ -50,6 +52,9 @@ COCO_METRIC_DESCRIPTIONS = {
     "ARm": "recall    IoU=0.50:0.95 area=medium maxDets=100",
     "ARl": "recall    IoU=0.50:0.95 area=large  maxDets=100",
 }
+
+# The single IoU thresholds reported per class beside the 0.50:0.95 AP.
+_IOUS = (("AP50", 0.5), ("AP75", 0.75))
 
 
 @contextlib.contextmanager
@@ -107,15 +112,17 @@ def _check_ids(coco_gt: COCO, results: Sequence[Mapping[str, Any]]) -> None:
 
 def evaluate_coco(
     coco_gt: COCO, results: Sequence[Mapping[str, Any]], verbose: bool = False
-) -> dict[str, float | None]:
-    """pycocotools' 12 box metrics by name (:data:`COCO_METRIC_NAMES`), fractions in 0..1.
+) -> Evaluation:
+    """pycocotools' 12 box metrics by name (:data:`COCO_METRIC_NAMES`), fractions in 0..1, with
+    ``"per_class"``: ``{category name: {"AP", "AP50", "AP75"}}``, and every category's curve.
 
     Args:
         coco_gt: the ground truth (:func:`load_coco_ground_truth`).
         results: COCO results records (``image_id``, ``category_id``, ``bbox`` xywh, ``score``).
         verbose: let pycocotools print its progress and summary table.
 
-    A metric pycocotools cannot compute (it reports -1, e.g. APs with no small objects) is None.
+    A metric pycocotools cannot compute (it reports -1, e.g. APs with no small objects, or a
+    category's AP without ground truth) is None.
     Raises ValueError when a record names an image or category the ground truth lacks.
     """
     _check_ids(coco_gt, results)
@@ -134,7 +141,47 @@ def evaluate_coco(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {
+    metrics: dict[str, Any] = {
         name: (float(value) if value >= 0 else None)
         for name, value in zip(COCO_METRIC_NAMES, evaluator.stats, strict=True)
     }
+    per_class, curves = _per_category(coco_gt, evaluator)
+    metrics["per_class"] = per_class
+    return Evaluation(metrics, curves)
+
+
+def _mean_precision(precision: np.ndarray) -> float | None:
+    """The mean of the defined entries (pycocotools marks "no ground truth" with -1), as
+    ``COCOeval.summarize`` averages them; None when none is defined."""
+    defined = precision[precision > -1]
+    return float(np.mean(defined)) if defined.size else None
+
+
+def _per_category(
+    coco_gt: COCO, evaluator: COCOeval
+) -> tuple[dict[str, dict[str, float | None]], dict[str, PrecisionRecall]]:
+    """AP, AP50 and AP75 of every category, as :meth:`COCOeval.summarize` computes the overall
+    ones but over one category: area "all", 100 detections per image. The curve averages the
+    precision over the IoU thresholds at each of the 101 recall levels, so its mean is the AP.
+    """
+    params = evaluator.params
+    area = list(params.areaRngLbl).index("all")
+    max_dets = list(params.maxDets).index(100)
+    # precision: (IoU thresholds T, recall levels R, categories K, areas A, max detections M)
+    precision = evaluator.eval["precision"][:, :, :, area, max_dets]  # (T, R, K)
+    iou_index = {name: int(np.argmin(np.abs(params.iouThrs - iou))) for name, iou in _IOUS}
+    names = {category["id"]: category["name"] for category in coco_gt.dataset["categories"]}
+    per_class: dict[str, dict[str, float | None]] = {}
+    curves: dict[str, PrecisionRecall] = {}
+    for k, category_id in enumerate(params.catIds):
+        name = names[category_id]
+        ap = _mean_precision(precision[:, :, k])
+        per_class[name] = {
+            "AP": ap,
+            **{key: _mean_precision(precision[index, :, k]) for key, index in iou_index.items()},
+        }
+        if ap is not None:
+            curves[name] = PrecisionRecall(
+                np.asarray(params.recThrs, dtype=np.float64), precision[:, :, k].mean(axis=0), ap
+            )
+    return per_class, curves

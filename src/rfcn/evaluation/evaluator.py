@@ -32,6 +32,7 @@ from rfcn.evaluation.results_files import (
     write_coco_results,
     write_voc_results,
 )
+from rfcn.evaluation.scores import Evaluation
 from rfcn.evaluation.voc import evaluate_voc, load_voc_ground_truth, unknown_images
 
 METRICS = ("voc07", "voc", "coco")
@@ -63,7 +64,7 @@ def evaluate_detections(
     coco_annotations: str | Path | None = None,
     iou_thresh: float = 0.5,
     verbose: bool = False,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score in-memory detections; nothing is written or read back.
 
     Args:
@@ -79,7 +80,9 @@ def evaluate_detections(
         verbose: let pycocotools print.
 
     Returns:
-        VOC: ``{"mAP": float | None, "AP": {name: float | None}}``; COCO: the 12 metrics by name.
+        the metrics (VOC: ``{"mAP": float | None, "AP": {name: float | None}}``; COCO: the 12
+        numbers by name and ``"per_class"`` AP, AP50, AP75) and every class's
+        precision-recall curve.
     """
     _check_metric(metric)
     if metric == "coco":
@@ -131,7 +134,7 @@ def evaluate_results(
     coco_annotations: str | Path | None = None,
     iou_thresh: float = 0.5,
     verbose: bool = False,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score standard results files (see :func:`evaluate_detections` for the arguments).
 
     VOC: ``detections_path`` is a folder of ``<prefix><classname>.txt`` files, or the prefix

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rfcn.data.voc import read_voc_split
+from rfcn.evaluation.scores import Evaluation, PrecisionRecall
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,14 @@ def unknown_images(
     return sorted(set(detections.image_ids) - ground_truth.keys())[:5]
 
 
-def voc_class_ap(
+def voc_class_curve(
     ground_truth: Mapping[str, ImageGroundTruth],
     class_name: str,
     detections: ClassDetections,
     iou_thresh: float = 0.5,
-    use_07_metric: bool = True,
-) -> float | None:
-    """AP of one class over the images of ``ground_truth`` (py-faster-rcnn's ``voc_eval``).
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(recall, precision)``, each ``(D,)``, after each of one class's ranked detections over
+    the images of ``ground_truth`` (py-faster-rcnn's ``voc_eval``).
 
     Returns None when the class has no non-difficult ground-truth box.
     Raises ValueError when a detection names an image that is not in ``ground_truth``.
@@ -181,7 +182,22 @@ def voc_class_ap(
     false_positive = np.cumsum(false_positive)
     recall = true_positive / num_positives
     precision = true_positive / np.maximum(true_positive + false_positive, np.finfo(np.float64).eps)
-    return voc_ap(recall, precision, use_07_metric)
+    return recall, precision
+
+
+def voc_class_ap(
+    ground_truth: Mapping[str, ImageGroundTruth],
+    class_name: str,
+    detections: ClassDetections,
+    iou_thresh: float = 0.5,
+    use_07_metric: bool = True,
+) -> float | None:
+    """AP of one class (:func:`voc_class_curve`, then :func:`voc_ap`); None without ground truth.
+
+    Raises ValueError when a detection names an image that is not in ``ground_truth``.
+    """
+    curve = voc_class_curve(ground_truth, class_name, detections, iou_thresh)
+    return None if curve is None else voc_ap(*curve, use_07_metric)
 
 
 def evaluate_voc(
@@ -190,19 +206,24 @@ def evaluate_voc(
     class_names: Sequence[str],
     iou_thresh: float = 0.5,
     use_07_metric: bool = True,
-) -> dict[str, object]:
-    """AP per class and their mean, as ``{"mAP": float | None, "AP": {name: float | None}}``.
+) -> Evaluation:
+    """AP per class and their mean, ``{"mAP": float | None, "AP": {name: float | None}}``, and
+    the precision-recall curve of every class with ground truth.
 
     A class missing from ``detections`` has no detections (AP 0 when it has ground truth).
     The mAP averages the classes that have ground truth; it is None when none has.
     """
     empty = ClassDetections((), np.zeros(0), np.zeros((0, 4)))
-    ap = {
-        name: voc_class_ap(
-            ground_truth, name, detections.get(name, empty), iou_thresh, use_07_metric
-        )
-        for name in class_names
-    }
+    ap: dict[str, float | None] = {}
+    curves: dict[str, PrecisionRecall] = {}
+    for name in class_names:
+        curve = voc_class_curve(ground_truth, name, detections.get(name, empty), iou_thresh)
+        if curve is None:
+            ap[name] = None
+            continue
+        ap[name] = voc_ap(*curve, use_07_metric)
+        curves[name] = PrecisionRecall(*curve, ap[name])
     scored = [value for value in ap.values() if value is not None]
     # fsum: the mean does not depend on the order the classes come in
-    return {"mAP": math.fsum(scored) / len(scored) if scored else None, "AP": ap}
+    mean = math.fsum(scored) / len(scored) if scored else None
+    return Evaluation({"mAP": mean, "AP": ap}, curves)

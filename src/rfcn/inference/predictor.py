@@ -121,15 +121,41 @@ class Predictor:
         ]
         return detections[0] if single else detections
 
+    def batch_key(self, height: int, width: int) -> tuple[tuple[int, int], ...]:
+        """The padded network-input size of an ``height`` x ``width`` image at every test scale.
+
+        Images with equal keys run together exactly as each runs alone; :meth:`predict_tensors`
+        batches only such images, so batching never changes a detection.
+        """
+        keys = []
+        for scale in self.scales or (None,):
+            with self._test_scale(scale):
+                keys.append(self.model.transform.padded_size(height, width))
+        return tuple(keys)
+
     @torch.inference_mode()
     def predict_tensors(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         """The model's eval output for ``(3, H, W)`` float 0..1 images, with test-time options.
+
+        Images run in one batch per :meth:`batch_key`, so each image's detections are those it
+        gets alone (up to the float rounding of batched convolutions).
 
         Returns:
             per image ``{"boxes": (N, 4), "labels": (N,), "scores": (N,)}`` on the predictor's
             device, in input-image pixels, no score threshold applied beyond the model's own.
         """
-        images = [image.to(self.device) for image in images]
+        groups: dict[tuple[tuple[int, int], ...], list[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault(self.batch_key(*image.shape[-2:]), []).append(index)
+        outputs: list[dict[str, Tensor]] = [{} for _ in images]
+        for indices in groups.values():
+            group = self._predict_batch([images[index].to(self.device) for index in indices])
+            for index, output in zip(indices, group, strict=True):
+                outputs[index] = output
+        return outputs
+
+    def _predict_batch(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """:meth:`predict_tensors` for images of one :meth:`batch_key`."""
         if self.scales is None and not self.flip:
             return self.model(images)
         runs: list[list[dict[str, Tensor]]] = []

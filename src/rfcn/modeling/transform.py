@@ -80,17 +80,7 @@ class RFCNTransform(nn.Module):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
             height, width = image.shape[-2:]
-            # sym_min/sym_max and trunc(x + 0.5) (round half up, x > 0) keep the size symbolic
-            # under torch.export (rfcn export): builtin min/max would guard on which side is
-            # shorter, and neither the ONNX exporter nor torch.export.save handle round().
-            scale = torch.sym_min(
-                short_side / torch.sym_min(height, width),
-                self.max_size / torch.sym_max(height, width),
-            )
-            new_height, new_width = (
-                math.trunc(height * scale + 0.5),
-                math.trunc(width * scale + 0.5),
-            )
+            new_height, new_width = self.resized_size(height, width, short_side)
             normalised = (image.to(self.mean.dtype) - self.mean) / self.std
             resized.append(
                 F.interpolate(
@@ -113,13 +103,34 @@ class RFCNTransform(nn.Module):
             scaled_targets.append(scaled)
         return batch, scaled_targets
 
+    def resized_size(self, height: int, width: int, short_side: int) -> tuple[int, int]:
+        """``(h, w)`` of an ``height`` x ``width`` image resized to shorter side ``short_side``,
+        the longer side capped at ``max_size``."""
+        # sym_min/sym_max and trunc(x + 0.5) (round half up, x > 0) keep the size symbolic
+        # under torch.export (rfcn export): builtin min/max would guard on which side is
+        # shorter, and neither the ONNX exporter nor torch.export.save handle round().
+        scale = torch.sym_min(
+            short_side / torch.sym_min(height, width),
+            self.max_size / torch.sym_max(height, width),
+        )
+        return math.trunc(height * scale + 0.5), math.trunc(width * scale + 0.5)
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(H, W)`` of the network input of an ``height`` x ``width`` image alone, at the
+        evaluation size. Images of equal padded size batched together get exactly the input
+        each gets alone; others would see extra zero padding, which changes the features
+        near their lower and right borders, and so the detections."""
+        resized = self.resized_size(height, width, self.min_size[-1])
+        return self._round_up(resized[0]), self._round_up(resized[1])
+
+    def _round_up(self, length: int) -> int:
+        divisor = self.size_divisible
+        return (length + divisor - 1) // divisor * divisor
+
     def _pad(self, images: list[Tensor]) -> Tensor:
         """``[(3, h_b, w_b)]`` -> ``(B, 3, H, W)`` zero-padded at the bottom and right."""
-        divisor = self.size_divisible
-        height = max(image.shape[1] for image in images)
-        width = max(image.shape[2] for image in images)
-        height = (height + divisor - 1) // divisor * divisor
-        width = (width + divisor - 1) // divisor * divisor
+        height = self._round_up(max(image.shape[1] for image in images))
+        width = self._round_up(max(image.shape[2] for image in images))
         batch = images[0].new_zeros((len(images), 3, height, width))
         for slot, image in zip(batch, images, strict=True):
             slot[:, : image.shape[1], : image.shape[2]].copy_(image)

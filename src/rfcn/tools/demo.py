@@ -34,11 +34,11 @@ from rfcn.engine.checkpoint import load_model
 from rfcn.engine.trainer import train
 from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
+from rfcn.evaluation.runner import detect_dataset, test_predictor
 from rfcn.files import write_image, write_json
 from rfcn.machine import describe_machine
 from rfcn.ops.ps_roi_pool import ps_roi_pool
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
-from rfcn.tools.eval import detect_dataset, test_predictor
 from rfcn.visualize import (
     draw_detections,
     image_grid,
@@ -117,13 +117,15 @@ def train_and_evaluate(cfg: Config, out: Path, progress: bool = True) -> RunResu
     detections = detect_dataset(
         test_predictor(model, class_names, trained_cfg), test_set, trained_cfg, progress=False
     )
-    voc = evaluate_detections(detections, class_names, "voc07", dataset_root=root, split=TEST_SPLIT)
+    voc = evaluate_detections(
+        detections, class_names, "voc07", dataset_root=root, split=TEST_SPLIT
+    ).metrics
     coco = evaluate_detections(
         detections,
         class_names,
         "coco",
         coco_annotations=root / COCO_JSON.format(split=TEST_SPLIT),
-    )
+    ).metrics
     metrics = {
         "voc07_mAP50": voc["mAP"],
         "coco_AP": coco["AP"],

@@ -2,6 +2,9 @@
 
 The weights are a checkpoint (``.pt``, run with PyTorch) or an ONNX export (``.onnx``, run
 with onnxruntime; that path never imports torch, so this module imports it lazily).
+With a checkpoint, ``--workers`` DataLoader processes decode the images and ``--batch-size``
+images run per forward pass (:mod:`rfcn.inference.file_detection`); the detections are those
+of one image at a time. An ONNX export runs one image at a time.
 
 Exit codes: 0 every image done; 1 some images could not be read (each named in a warning on
 stderr, the others done); 2 a user error that stops the run (bad weights, no images, the one
@@ -16,9 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rfcn.data.images import read_rgb_array
+import numpy as np
+
 from rfcn.errors import UserError
 from rfcn.files import printable_path, write_image, write_json
+from rfcn.inference.detections import Detections
+from rfcn.inference.file_detection import detect_files
 from rfcn.inference.image_input import find_images
 from rfcn.optional import require
 
@@ -43,6 +49,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="checkpoints: images per forward pass (default 1)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="checkpoints: processes that decode images (default 0: the main process)",
+    )
+    parser.add_argument(
         "--fast",
         action="store_true",
         help="checkpoints: channels-last convolutions, with bf16 autocast on all convs where "
@@ -55,26 +73,44 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(out, "the output path exists and is not a folder")
+    check_batching(args.weights, args.batch_size, args.workers)
     # Pictures of an earlier run inside an input folder are outputs, not inputs.
     images = [p for p in find_images(args.paths) if out.resolve() not in p.resolve().parents]
     if not images:
         raise UserError(" ".join(map(printable_path, args.paths)), "no image files found")
     predictor = load_predictor(args.weights, args.device, args.score_threshold, args.fast)
     out.mkdir(parents=True, exist_ok=True)
+    names = output_names(images)
     skipped = 0
-    for path, name in zip(images, output_names(images), strict=True):
-        try:
-            detect_one(predictor, path, out / name)
-        except UserError as exc:
+    for result in detect_files(predictor, images, args.batch_size, args.workers):
+        if result.error is not None:
             if len(images) == 1:
-                raise
-            print(f"warning: {exc} (skipped)", file=sys.stderr)
+                raise result.error
+            print(f"warning: {result.error} (skipped)", file=sys.stderr)
             skipped += 1
+            continue
+        write_outputs(
+            images[result.index], result.image, result.detections, out / names[result.index]
+        )
     done = len(images) - skipped
     if done == 0:
         raise UserError(args.paths[0], f"none of the {len(images)} images could be read")
     print(f"wrote detections for {done} of {len(images)} images to {out}", file=sys.stderr)
     return 1 if skipped else 0
+
+
+def check_batching(weights: str, batch_size: int, workers: int) -> None:
+    """``--batch-size`` and ``--workers`` must be usable with these weights."""
+    if batch_size < 1:
+        raise UserError("--batch-size", f"must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise UserError("--workers", f"must be 0 or more, got {workers}")
+    if Path(weights).suffix.lower() == ".onnx" and (batch_size > 1 or workers > 0):
+        raise UserError(
+            "--batch-size" if batch_size > 1 else "--workers",
+            "an ONNX export runs one image at a time in this process; batches and workers "
+            "need a checkpoint (.pt)",
+        )
 
 
 def load_predictor(weights: str, device: str, score_threshold: float, fast: bool = False) -> Any:
@@ -114,22 +150,20 @@ def onnx_providers(device: str, available: list[str]) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def detect_one(predictor: Any, path: Path, stem: Path) -> None:
-    """Detect in one image; write ``<stem>.jpg`` (boxes drawn) and ``<stem>.json``."""
+def write_outputs(path: Path, image: np.ndarray, detections: Detections, stem: Path) -> None:
+    """Write ``<stem>.jpg`` (the ``(H, W, 3)`` image with its boxes drawn) and ``<stem>.json``."""
     from PIL import Image
 
     from rfcn.visualize import draw_detections
 
-    array = read_rgb_array(path)
-    detections = predictor(array)
     picture = draw_detections(
-        Image.fromarray(array),
+        Image.fromarray(image),
         detections.boxes,
         detections.labels,
         detections.scores,
         list(detections.class_names),
     )
-    height, width = array.shape[:2]
+    height, width = image.shape[:2]
     record = {
         "image": printable_path(path),
         "width": width,
