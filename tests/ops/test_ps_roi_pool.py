@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,11 @@ from ps_roi_reference import (
 )
 from torch import Tensor
 
-from rfcn.ops import ps_roi_pool as ps_roi_pool_module
-from rfcn.ops.ps_roi_pool import PSRoIPool, ps_roi_pool
+from rfcn.ops import ps_roi_pool
+from rfcn.ops.ps_roi_pool import PSRoIPool
+
+# `rfcn.ops.ps_roi_pool` is the function (as torchvision.ops); the module, for monkeypatching:
+ps_roi_pool_module = importlib.import_module("rfcn.ops.ps_roi_pool")
 
 MODES = ("pool", "align")
 

@@ -1,0 +1,39 @@
+"""Bilinear reads of feature maps at pixel coordinates, through ``grid_sample``.
+
+One compiled kernel on CPU and CUDA (forward and backward, for the maps and the coordinates),
+and a single ``GridSample`` node in ONNX. The deformable operators
+(:mod:`rfcn.ops.deform_ps_roi_pool`, :mod:`rfcn.ops.deform_conv`) read their samples here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional
+
+
+def sample_bilinear(maps: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    """Bilinear samples of ``maps (N, C, H, W)`` at the points ``(x, y)``.
+
+    Args:
+        maps: ``(N, C, H, W)``.
+        x, y: pixel coordinates (pixel centres at integers) that broadcast to ``(N, P, Q, ...)``;
+            any floating dtype (float64 keeps the coordinates exact until the last step). They
+            are broadcast only after conversion to the dtype of ``maps``, so pass them unexpanded.
+
+    Returns:
+        ``(N, C, P, Q, ...)``, dtype of ``maps``: each point reads its four neighbours
+        ``floor(.)`` and ``floor(.) + 1`` in each axis, weighted by the distances; a neighbour
+        outside the map reads 0 (so a point at or beyond ``-1`` or ``size`` reads 0).
+    """
+    height, width = maps.shape[-2:]
+    # grid_sample's align_corners=False convention: -1 and 1 are the outer edges of the map,
+    # so pixel x sits at (2x + 1) / W - 1; this keeps W = 1 (and H = 1) well defined.
+    grid_x = ((2 * x + 1) / width - 1).to(maps.dtype)
+    grid_y = ((2 * y + 1) / height - 1).to(maps.dtype)
+    shape = torch.broadcast_shapes(grid_x.shape, grid_y.shape)
+    grid = torch.stack((grid_x.expand(shape), grid_y.expand(shape)), dim=-1)  # (N, P, Q, .., 2)
+    sampled = functional.grid_sample(
+        maps, grid.flatten(2, -2), mode="bilinear", padding_mode="zeros", align_corners=False
+    )  # (N, C, P, Q * ...)
+    return sampled.unflatten(-1, shape[2:])

@@ -1,0 +1,106 @@
+"""The pure-PyTorch deformable convolution equals torchvision's kernel and exports to ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from rfcn.ops.deform_conv import deform_conv2d, deform_conv2d_decomposed
+
+# (batch, channels, height, width, out_channels, kernel, stride, padding, dilation,
+#  offset groups, conv groups, modulated)
+CASES = [
+    (2, 8, 9, 11, 6, (3, 3), (1, 1), (1, 1), (1, 1), 2, 1, False),
+    (2, 8, 9, 11, 6, (3, 3), (1, 1), (2, 2), (2, 2), 4, 2, True),
+    (1, 4, 7, 6, 4, (3, 2), (2, 1), (1, 0), (1, 2), 1, 1, True),
+    (1, 3, 1, 1, 2, (3, 3), (1, 1), (1, 1), (1, 1), 1, 1, False),
+]
+
+
+def _inputs(case: tuple) -> dict[str, object]:
+    batch, channels, height, width, out, kernel, stride, pad, dil, offset_groups, groups, v2 = case
+    generator = torch.Generator().manual_seed(sum(kernel) + channels)
+    out_h = (height + 2 * pad[0] - dil[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    out_w = (width + 2 * pad[1] - dil[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    taps = kernel[0] * kernel[1]
+
+    def random(*shape: int, scale: float = 1.0) -> Tensor:
+        return scale * torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    return {
+        "input": random(batch, channels, height, width),
+        # Offsets of a few pixels: many taps leave the map, where corners read 0.
+        "offset": random(batch, 2 * offset_groups * taps, out_h, out_w, scale=3.0),
+        "weight": random(out, channels // groups, *kernel),
+        "bias": random(out),
+        "stride": stride,
+        "padding": pad,
+        "dilation": dil,
+        "mask": torch.rand(batch, offset_groups * taps, out_h, out_w, generator=generator).double()
+        if v2
+        else None,
+    }
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_decomposition_equals_torchvision(case: tuple) -> None:
+    inputs = _inputs(case)
+    expected = torchvision.ops.deform_conv2d(**inputs)
+    torch.testing.assert_close(deform_conv2d_decomposed(**inputs), expected, rtol=1e-12, atol=1e-12)
+    inputs32 = {k: v.float() if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    torch.testing.assert_close(
+        deform_conv2d_decomposed(**inputs32), expected.float(), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_zero_offsets_and_unit_masks_are_a_plain_convolution() -> None:
+    inputs = _inputs(CASES[1])
+    inputs["offset"] = torch.zeros_like(inputs["offset"])
+    inputs["mask"] = torch.ones_like(inputs["mask"])
+    expected = nn.functional.conv2d(
+        inputs["input"], inputs["weight"], inputs["bias"], (1, 1), (2, 2), (2, 2), groups=2
+    )
+    torch.testing.assert_close(deform_conv2d(**inputs), expected)
+    torch.testing.assert_close(deform_conv2d_decomposed(**inputs), expected)
+
+
+class _DeformConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(
+            torch.randn(6, 8, 3, 3, generator=torch.Generator().manual_seed(1))
+        )
+        self.offset_conv = nn.Conv2d(8, 3 * 2 * 9, 3, padding=2, dilation=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        offset, mask = self.offset_conv(x).split([2 * 2 * 9, 2 * 9], dim=1)
+        return deform_conv2d(x, offset, self.weight, None, (1, 1), (2, 2), (2, 2), mask.sigmoid())
+
+
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+def test_onnx_export_runs_the_decomposition_in_onnxruntime(tmp_path: Path) -> None:
+    """torchvision's op has no ONNX form; while exporting, the decomposition takes its place,
+    and onnxruntime reproduces the eager (torchvision) output at other sizes too."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    module = _DeformConv().eval()
+    with torch.no_grad():
+        module.offset_conv.weight.mul_(10.0)  # offsets of a few pixels
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 8, 10, 12, generator=generator)
+    path = tmp_path / "deform_conv.onnx"
+    dims = {2: torch.export.Dim("height", min=3), 3: torch.export.Dim("width", min=3)}
+    torch.onnx.export(
+        module, (x,), path, input_names=["x"], dynamo=True, opset_version=18, dynamic_shapes=(dims,)
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for image in (x, torch.randn(1, 8, 7, 15, generator=generator)):
+        (actual,) = session.run(None, {"x": image.numpy()})
+        with torch.no_grad():
+            expected = module(image)  # eager: torchvision's kernel
+        torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=1e-4, atol=1e-4)
