@@ -16,6 +16,9 @@ def test_defaults_are_the_paper_setting() -> None:
     assert cfg.model.ohem_batch_per_image == 128
     assert cfg.train.momentum == 0.9
     assert cfg.train.weight_decay == 5e-4
+    # Plain R-FCN unless asked; the deformable settings default to the original code's.
+    assert not cfg.model.deformable_psroi and cfg.model.deformable_conv5 == "none"
+    assert cfg.model.deformable_conv5_groups == 4 and cfg.train.offset_lr_factor == 1.0
 
 
 def test_yaml_and_overrides_are_typed(tmp_path: Path) -> None:
@@ -48,6 +51,10 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model:\n  atrous: 1\n", "model.atrous: expected true or false"),
         ("train:\n  checkpoint_every: 0\n", "train.checkpoint_every: must be positive"),
         ("train:\n  warmup_factor: 0\n", "train.warmup_factor: must lie in (0, 1]"),
+        ("model:\n  deformable_conv5: v3\n", "model.deformable_conv5: 'v3' is not one of"),
+        ("model:\n  deformable_conv5_groups: 0\n", "model.deformable_conv5_groups: must be"),
+        ("model:\n  deformable_psroi: yes please\n", "model.deformable_psroi: expected true"),
+        ("train:\n  offset_lr_factor: -1\n", "train.offset_lr_factor: must be >= 0"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

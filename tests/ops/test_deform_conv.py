@@ -1,7 +1,9 @@
-"""The pure-PyTorch deformable convolution equals torchvision's kernel and exports to ONNX."""
+"""The pure-PyTorch deformable convolution equals torchvision's kernel (values and gradients)
+and runs in onnxruntime after export."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,31 @@ def test_decomposition_equals_torchvision(case: tuple) -> None:
     )
 
 
+@pytest.mark.parametrize("case", CASES[:3])
+def test_decomposition_gradients_equal_torchvision(case: tuple) -> None:
+    """Offsets of random size never put a tap exactly on the -1 / size band edge, the one place
+    where the two take different one-sided derivatives (see rfcn.ops.deform_conv)."""
+    inputs = _inputs(case)
+    leaves = [
+        name for name in ("input", "offset", "weight", "bias", "mask") if inputs[name] is not None
+    ]
+
+    def gradients(convolution: Callable[..., Tensor]) -> list[Tensor]:
+        given = {**inputs, **{name: inputs[name].clone().requires_grad_() for name in leaves}}
+        output = convolution(**given)
+        upstream = torch.randn(
+            output.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        (output * upstream).sum().backward()
+        return [given[name].grad for name in leaves]
+
+    expected = gradients(torchvision.ops.deform_conv2d)
+    assert expected[1].abs().max() > 0.1  # the offsets do get a gradient
+    torch.testing.assert_close(
+        gradients(deform_conv2d_decomposed), expected, rtol=1e-10, atol=1e-10
+    )
+
+
 def test_zero_offsets_and_unit_masks_are_a_plain_convolution() -> None:
     inputs = _inputs(CASES[1])
     inputs["offset"] = torch.zeros_like(inputs["offset"])
@@ -76,15 +103,15 @@ class _DeformConv(nn.Module):
         )
         self.offset_conv = nn.Conv2d(8, 3 * 2 * 9, 3, padding=2, dilation=2)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, convolution: Callable[..., Tensor] = deform_conv2d) -> Tensor:
         offset, mask = self.offset_conv(x).split([2 * 2 * 9, 2 * 9], dim=1)
-        return deform_conv2d(x, offset, self.weight, None, (1, 1), (2, 2), (2, 2), mask.sigmoid())
+        return convolution(x, offset, self.weight, None, (1, 1), (2, 2), (2, 2), mask.sigmoid())
 
 
 @pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
 def test_onnx_export_runs_the_decomposition_in_onnxruntime(tmp_path: Path) -> None:
     """torchvision's op has no ONNX form; while exporting, the decomposition takes its place,
-    and onnxruntime reproduces the eager (torchvision) output at other sizes too."""
+    and onnxruntime reproduces torchvision's output at other sizes too."""
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     torch.manual_seed(0)
@@ -102,5 +129,16 @@ def test_onnx_export_runs_the_decomposition_in_onnxruntime(tmp_path: Path) -> No
     for image in (x, torch.randn(1, 8, 7, 15, generator=generator)):
         (actual,) = session.run(None, {"x": image.numpy()})
         with torch.no_grad():
-            expected = module(image)  # eager: torchvision's kernel
+            expected = module(image, torchvision.ops.deform_conv2d)
         torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_runs_torchvision_and_matches_the_cpu() -> None:
+    inputs = _inputs(CASES[1])
+    on_cuda = {k: v.cuda() if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    expected = deform_conv2d_decomposed(**inputs)
+    torch.testing.assert_close(deform_conv2d(**on_cuda).cpu(), expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        deform_conv2d_decomposed(**on_cuda).cpu(), expected, rtol=1e-10, atol=1e-10
+    )

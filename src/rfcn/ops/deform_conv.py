@@ -1,18 +1,18 @@
 """Deformable convolution (Deformable ConvNets v1, and v2's modulated form), exportable.
 
-:func:`deform_conv2d` is :func:`torchvision.ops.deform_conv2d` (compiled CPU and CUDA kernels
-with their backward) except while exporting (``rfcn export``): torchvision's op has no ONNX
-form, so there the same arithmetic runs as plain tensor operations
-(:func:`deform_conv2d_decomposed`): bilinear sampling of every kernel tap (``grid_sample``, ONNX
-``GridSample``) followed by one matrix product with the weights, which onnxruntime runs as
-ordinary ops. Tests check that both paths give the same numbers.
+Two implementations of the same arithmetic, tested equal:
 
-Layout (torchvision's, the original operator's): input ``(B, C, H, W)``; weight
-``(O, C / groups, kh, kw)``; offset ``(B, 2 * G * kh * kw, Ho, Wo)`` with, for offset group
-``g`` and tap ``t = u * kw + v``, the y offset in channel ``2 * (g * kh * kw + t)`` and the x
-offset in the next; mask ``(B, G * kh * kw, Ho, Wo)`` (v2) or None. Output tap ``(u, v)`` at
-output position ``(p, q)`` reads input point ``(p * stride - pad + u * dilation + dy,
-q * stride - pad + v * dilation + dx)`` bilinearly; corners outside the map read 0.
+- :func:`torchvision.ops.deform_conv2d`, compiled kernels; used on CUDA in eager mode;
+- :func:`deform_conv2d_decomposed`, plain tensor operations: bilinear sampling of every kernel
+  tap (``grid_sample``, ONNX ``GridSample``) and one matrix product with the weights. Used while
+  exporting (``rfcn export``: torchvision's op has no ONNX form, this one runs in onnxruntime as
+  ordinary ops), and on the CPU, where it measured faster than torchvision's kernel: on a
+  conv5 3x3 conv of ResNet-101 at 600x800 (512 channels, 38x50 map, dilation 2, 4 offset
+  groups), forward 0.14 s vs 0.21 s and backward 0.35 s vs 1.03 s (the plain conv: 0.07 s and
+  0.19 s; medians, 2-core Intel Xeon, torch 2.14.1, torchvision 0.29.1).
+
+Gradients agree too, except for the derivative in an offset that puts a tap exactly on the
+edge of the band where reads fade to zero (``-1`` or ``size``): torchvision takes it as 0 there.
 """
 
 from __future__ import annotations
@@ -35,17 +35,15 @@ def deform_conv2d(
     dilation: tuple[int, int] = (1, 1),
     mask: Tensor | None = None,
 ) -> Tensor:
-    """Deformable convolution: torchvision's kernel, its decomposition while exporting.
+    """Deformable convolution: torchvision's kernel on CUDA, else the decomposition.
 
     Shapes in the module docstring; returns ``(B, O, Ho, Wo)``.
     """
-    if is_exporting():
-        return deform_conv2d_decomposed(
+    if input.is_cuda and not is_exporting():
+        return torchvision.ops.deform_conv2d(
             input, offset, weight, bias, stride, padding, dilation, mask
         )
-    return torchvision.ops.deform_conv2d(
-        input, offset, weight, bias, stride, padding, dilation, mask
-    )
+    return deform_conv2d_decomposed(input, offset, weight, bias, stride, padding, dilation, mask)
 
 
 def deform_conv2d_decomposed(
