@@ -227,3 +227,23 @@ def test_deformable_model_starts_from_the_plain_weights():
             assert torch.equal(parameter, shared[name]), name
         else:
             assert not parameter.any(), name
+
+
+def test_deformable_resnet101_k7_adds_the_original_offset_layers():
+    with torch.device("meta"):
+        model = build_model(
+            ModelConfig(
+                backbone="resnet101",
+                num_classes=20,
+                k=7,
+                box_mode="agnostic8",
+                deformable_psroi=True,
+                deformable_conv5="v1",
+            )
+        )
+    # Head: 1x1 convs from 1024 channels to 2 * 49 * 21 (class offsets) and 2 * 49 (box);
+    # conv5: three 3x3 convs from 512 channels to 2 * 4 groups * 9 taps.
+    head = 1024 * 2058 + 2058 + 1024 * 98 + 98
+    conv5 = 3 * (512 * 72 * 9 + 72)
+    assert sum(p.numel() for p in model.offset_parameters()) == head + conv5 == 3_205_444
+    assert sum(p.numel() for p in model.parameters()) == 50_691_706 + 3_205_444

@@ -10,32 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from deform_ps_roi_reference import reference_deform_ps_roi_pool
+from roi_cases import assert_each_channel_feeds_only_its_own_output_and_bin, mixed_rois
 from torch import Tensor, nn
 
 from rfcn.ops import deform_ps_roi_pool, ps_roi_pool
 
 
 def _rois(height: int, width: int, stride: int) -> Tensor:
-    """RoIs in image pixels over a (height, width) map of the given stride on two images:
-    inside, the whole image, partly and wholly outside, sub-pixel, empty, inverted, huge,
-    half-pixel and negative half-pixel coordinates (C rounds those away from zero)."""
-    img_h, img_w = height * stride, width * stride
-    return torch.tensor(
-        [
-            [0, 3.3, 5.7, 40.2, 30.9],  # inside
-            [1, 0.0, 0.0, img_w, img_h],  # the whole image
-            [1, -25.0, -13.4, 20.6, 17.2],  # partly outside, top-left
-            [0, img_w - 10.0, img_h - 7.5, img_w + 30.0, img_h + 22.0],  # partly outside
-            [1, img_w + 5.0, 2.0, img_w + 60.0, 30.0],  # wholly outside
-            [0, 17.2, 9.6, 17.5, 9.8],  # sub-pixel
-            [1, 11.0, 12.0, 11.0, 12.0],  # zero size
-            [0, 30.0, 20.0, 10.0, 5.0],  # inverted
-            [1, -500.0, -400.0, img_w + 700.0, img_h + 300.0],  # huge
-            [0, 8.5, 4.5, 24.5, 16.5],  # half-pixel coordinates
-            [1, -2.5, -6.5, 13.5, 7.5],  # negative halves: round(-2.5) = -3
-        ],
-        dtype=torch.float64,
-    )
+    """The edge cases of :func:`mixed_rois`, and negative half-pixel coordinates (C rounds
+    those away from zero: round(-2.5) = -3)."""
+    negative_halves = torch.tensor([[1, -2.5, -6.5, 13.5, 7.5]], dtype=torch.float64)
+    return torch.cat((mixed_rois(height, width, stride), negative_halves))
 
 
 def _random(*shape: int, seed: int, scale: float = 1.0) -> Tensor:
@@ -127,17 +112,9 @@ def test_hand_worked_ramp() -> None:
 
 
 def test_each_channel_feeds_only_its_own_output_and_bin() -> None:
-    k, num_outputs = 3, 2
-    rois = torch.tensor([[0, 0.0, 0.0, 12.0, 12.0]])
-    for d in range(num_outputs):
-        for i in range(k):
-            for j in range(k):
-                features = torch.zeros(1, k * k * num_outputs, 6, 6)
-                features[0, (d * k + i) * k + j] = 1.0
-                out = deform_ps_roi_pool(features, rois, None, k, 0.5)[0]
-                expected = torch.zeros(num_outputs, k, k)
-                expected[d, i, j] = 1.0
-                torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    assert_each_channel_feeds_only_its_own_output_and_bin(
+        lambda features, rois: deform_ps_roi_pool(features, rois, None, 3, 0.5)
+    )
 
 
 def test_offset_groups_shift_only_their_channels() -> None:
@@ -268,7 +245,7 @@ def test_onnx_export_matches_onnxruntime(tmp_path: Path) -> None:
     dims = {name: torch.export.Dim(name) for name in ("batch", "height", "width", "rois")}
     path = tmp_path / "deform_ps_roi_pool.onnx"
     torch.onnx.export(
-        _Pool(),
+        _Pool().eval(),
         (features, rois, offsets),
         path,
         input_names=["features", "rois", "offsets"],
