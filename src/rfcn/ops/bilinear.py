@@ -17,9 +17,9 @@ def sample_bilinear(maps: Tensor, x: Tensor, y: Tensor) -> Tensor:
 
     Args:
         maps: ``(N, C, H, W)``.
-        x, y: pixel coordinates (pixel centres at integers) that broadcast to ``(N, P, Q, ...)``;
-            any floating dtype (float64 keeps the coordinates exact until the last step). They
-            are broadcast only after conversion to the dtype of ``maps``, so pass them unexpanded.
+        x, y: pixel coordinates (pixel centres at integers) that broadcast to ``(N, P, Q, ...)``,
+            read in the dtype of ``maps``. They are broadcast only after their conversion to
+            the sampler's grid, so pass them unexpanded.
 
     Returns:
         ``(N, C, P, Q, ...)``, dtype of ``maps``: each point reads its four neighbours
@@ -29,8 +29,8 @@ def sample_bilinear(maps: Tensor, x: Tensor, y: Tensor) -> Tensor:
     height, width = maps.shape[-2:]
     # grid_sample's align_corners=False convention: -1 and 1 are the outer edges of the map,
     # so pixel x sits at (2x + 1) / W - 1; this keeps W = 1 (and H = 1) well defined.
-    grid_x = ((2 * x + 1) / width - 1).to(maps.dtype)
-    grid_y = ((2 * y + 1) / height - 1).to(maps.dtype)
+    grid_x = (2 * x.to(maps.dtype) + 1) / width - 1
+    grid_y = (2 * y.to(maps.dtype) + 1) / height - 1
     shape = torch.broadcast_shapes(grid_x.shape, grid_y.shape)
     grid = torch.stack((grid_x.expand(shape), grid_y.expand(shape)), dim=-1)  # (N, P, Q, .., 2)
     sampled = functional.grid_sample(

@@ -27,8 +27,8 @@ The arithmetic of the original MXNet operator (``DeformablePSROIPooling``), in o
 Vectorised: every sample of every bin of every RoI is one point of a single ``grid_sample``
 call (:func:`rfcn.ops.bilinear.sample_bilinear`). The images of the batch are stacked along
 the height so that one call serves all of them; clamping keeps each sample inside its image.
-Coordinates are computed in float64 (bin positions do not depend on the feature dtype) and
-enter the sampler in the features' dtype.
+Coordinates, and so which samples count, are computed in float64 (they do not depend on the
+feature dtype); the clamped sample positions enter the sampler in the features' dtype.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ from torch import Tensor
 
 from rfcn.ops.bilinear import sample_bilinear
 from rfcn.ops.ps_roi_pool import MIN_ROI_SIZE, check_pooling_inputs
+
+# Where a skipped sample is read: two pixels above and left of the maps, so that its bilinear
+# taps (the floor and the floor + 1 of each coordinate) all fall outside them and read 0.
+_OFF_MAP = -2.0
 
 
 def deform_ps_roi_pool(
@@ -84,8 +88,10 @@ def deform_ps_roi_pool(
     roi_size = (end - start).clamp(min=MIN_ROI_SIZE)  # (K, 2) width, height
     shift_x = shift_y = None
     if offsets is not None:
-        part = torch.arange(k, device=offsets.device) * offsets.shape[-1] // k  # (k,)
-        parts = offsets.index_select(2, part).index_select(3, part)  # (K, 2G, k, k)
+        parts = offsets  # (K, 2G, P, P) -> (K, 2G, k, k): bin (i, j) reads part (iP/k, jP/k)
+        if offsets.shape[-1] != k:
+            part = torch.arange(k, device=offsets.device) * offsets.shape[-1] // k  # (k,)
+            parts = offsets.index_select(2, part).index_select(3, part)
         # (K, 2G, k, k) -> (k_i, k_j, G, K, 2): the layout of the sampling grid below.
         parts = parts.to(torch.float64).unflatten(1, (groups, 2)).permute(3, 4, 1, 0, 2)
         shift_x = parts[..., 0] * trans_std * roi_size[:, 0]  # (k, k, G, K)
@@ -94,13 +100,17 @@ def deform_ps_roi_pool(
     # x (1 or k, k, 1 or G, K, S), y (k, 1 or k, 1 or G, K, S).
     x = _sample_points(start[:, 0], roi_size[:, 0], shift_x, k, sampling_ratio, axis=1)
     y = _sample_points(start[:, 1], roi_size[:, 1], shift_y, k, sampling_ratio, axis=0)
-    x_inside = ((x >= -0.5) & (x <= width - 0.5)).to(features.dtype)
-    y_inside = ((y >= -0.5) & (y <= height - 0.5)).to(features.dtype)
+    x_inside = (x >= -0.5) & (x <= width - 0.5)
+    y_inside = (y >= -0.5) & (y <= height - 0.5)
     count = y_inside.sum(dim=-1) * x_inside.sum(dim=-1)  # (k, k, G, K) samples counted
-    x = x.clamp(min=0, max=width - 1)
-    # The batch's images are stacked along the height: image b's row y is row b * H + y.
+    # The batch's images are stacked along the height: image b's row y is row b * H + y. A
+    # skipped sample moves to _OFF_MAP, where all four bilinear taps lie outside the stacked
+    # maps: it reads 0 and passes no gradient, so summing every sample sums the counted ones.
     image_row = rois[:, 0].detach().to(torch.float64) * height  # (K,)
-    y = y.clamp(min=0, max=height - 1) + image_row.unsqueeze(-1)
+    x = torch.where(x_inside, x.clamp(min=0, max=width - 1), _OFF_MAP)
+    y = torch.where(y_inside, y.clamp(min=0, max=height - 1) + image_row.unsqueeze(-1), _OFF_MAP)
+    # Positions and skips are decided in float64; the sampler reads in the features' dtype.
+    x, y = x.to(features.dtype), y.to(features.dtype)
 
     # (B, D, k*k, H, W) -> (k*k*G, D/G, B*H, W): one sampler entry per bin and offset group.
     maps = features.reshape(batch, groups, num_outputs // groups, k, k, height, width)
@@ -112,11 +122,10 @@ def deform_ps_roi_pool(
         x.expand(*entries, sampling_ratio).flatten(0, 2).unsqueeze(-2),  # (k*k*G, K, 1, S_x)
         y.expand(*entries, sampling_ratio).flatten(0, 2).unsqueeze(-1),  # (k*k*G, K, S_y, 1)
     )  # (k*k*G, D/G, K, S_y, S_x)
-    y_weight = y_inside.expand(*entries, sampling_ratio).flatten(0, 2)[:, None, :, :, None]
-    x_weight = x_inside.expand(*entries, sampling_ratio).flatten(0, 2)[:, None, :, None, :]
-    total = (sampled * y_weight * x_weight).sum(dim=(-2, -1))  # (k*k*G, D/G, K)
+    total = sampled.sum(dim=(-2, -1))  # (k*k*G, D/G, K)
     # A bin that counted no sample has a zero total: dividing by max(count, 1) gives 0.
-    pooled = total / count.expand(entries).flatten(0, 2).clamp(min=1).unsqueeze(1)
+    count = count.expand(entries).flatten(0, 2).clamp(min=1).unsqueeze(1).to(total.dtype)
+    pooled = total / count
     return pooled.unflatten(0, (k, k, groups)).permute(4, 2, 3, 0, 1).reshape(-1, num_outputs, k, k)
 
 
