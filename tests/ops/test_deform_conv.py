@@ -142,3 +142,15 @@ def test_cuda_runs_torchvision_and_matches_the_cpu() -> None:
     torch.testing.assert_close(
         deform_conv2d_decomposed(**on_cuda).cpu(), expected, rtol=1e-10, atol=1e-10
     )
+
+
+def test_bfloat16_inputs_sample_at_float32_positions() -> None:
+    """In bf16 a position of 37.7 would be read at 37.75; the taps are placed in float32."""
+    inputs = _inputs(CASES[0])
+    rounded = {k: v.bfloat16().double() if isinstance(v, Tensor) else v for k, v in inputs.items()}
+    rounded["offset"] = rounded["offset"] + 30.0  # far from 0, where bf16 steps are coarse
+    expected = deform_conv2d_decomposed(**rounded)
+    low = {k: v.bfloat16() if isinstance(v, Tensor) else v for k, v in rounded.items()}
+    actual = deform_conv2d_decomposed(**low)
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual.double(), expected, rtol=0, atol=0.02 * expected.abs().max())

@@ -284,3 +284,14 @@ def test_cuda_matches_cpu() -> None:
         return out.detach().cpu(), leaf_features.grad.cpu(), leaf_offsets.grad.cpu()
 
     torch.testing.assert_close(run("cuda"), run("cpu"), rtol=1e-10, atol=1e-10)
+
+
+def test_bfloat16_features_are_read_at_float32_positions() -> None:
+    """Samples 60-75 cells into the map, where bf16 steps are a quarter of a cell."""
+    features = _random(1, 9 * 2, 80, 80, seed=14).bfloat16().double()
+    rois = torch.tensor([[0, 1930.0, 1950.0, 2390.0, 2410.0]], dtype=torch.float64)
+    offsets = _random(1, 2, 3, 3, seed=15)
+    expected = deform_ps_roi_pool(features, rois, offsets, 3, 1 / 32, 2, 0.3)
+    actual = deform_ps_roi_pool(features.bfloat16(), rois, offsets.bfloat16(), 3, 1 / 32, 2, 0.3)
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual.double(), expected, rtol=0.02, atol=0.02)

@@ -67,11 +67,13 @@ def deform_conv2d_decomposed(
     offset_groups = offset.shape[1] // (2 * taps)
     # Tap (u, v) of output (p, q) reads y = p * stride - pad + u * dilation (+ offset); dims
     # (B * G, taps, Ho, Wo) after adding the offsets, (taps, Ho, 1) and (taps, 1, Wo) before.
-    rows = _tap_positions(out_h, kernel_h, stride[0], padding[0], dilation[0], input)
-    cols = _tap_positions(out_w, kernel_w, stride[1], padding[1], dilation[1], input)
+    # Positions in float32 at least: in bf16, 37.7 would be read at 37.75.
+    positions = offset.new_empty(0, dtype=torch.promote_types(offset.dtype, torch.float32))
+    rows = _tap_positions(out_h, kernel_h, stride[0], padding[0], dilation[0], positions)
+    cols = _tap_positions(out_w, kernel_w, stride[1], padding[1], dilation[1], positions)
     rows = rows.repeat_interleave(kernel_w, dim=0).unsqueeze(-1)  # (taps, Ho, 1), tap u*kw + v
     cols = cols.repeat(kernel_h, 1).unsqueeze(-2)  # (taps, 1, Wo)
-    shifts = offset.reshape(batch * offset_groups, taps, 2, out_h, out_w)
+    shifts = offset.reshape(batch * offset_groups, taps, 2, out_h, out_w).to(positions.dtype)
     sampled = sample_bilinear(
         input.reshape(batch * offset_groups, channels // offset_groups, height, width),
         cols + shifts[:, :, 1],

@@ -109,8 +109,10 @@ def deform_ps_roi_pool(
     image_row = rois[:, 0].detach().to(torch.float64) * height  # (K,)
     x = torch.where(x_inside, x.clamp(min=0, max=width - 1), _OFF_MAP)
     y = torch.where(y_inside, y.clamp(min=0, max=height - 1) + image_row.unsqueeze(-1), _OFF_MAP)
-    # Positions and skips are decided in float64; the sampler reads in the features' dtype.
-    x, y = x.to(features.dtype), y.to(features.dtype)
+    # Positions and skips are decided in float64; the sampler reads in the features' dtype
+    # (float32 for lower precisions).
+    sampler_dtype = torch.promote_types(features.dtype, torch.float32)
+    x, y = x.to(sampler_dtype), y.to(sampler_dtype)
 
     # (B, D, k*k, H, W) -> (k*k*G, D/G, B*H, W): one sampler entry per bin and offset group.
     maps = features.reshape(batch, groups, num_outputs // groups, k, k, height, width)
