@@ -17,6 +17,9 @@ def test_defaults_are_the_paper_setting() -> None:
     assert cfg.train.momentum == 0.9
     assert cfg.train.weight_decay == 5e-4
     assert cfg.train.eval_every == 0 and cfg.data.val_split == ""  # no validation by default
+    # Plain R-FCN unless asked; the deformable settings default to the original code's.
+    assert not cfg.model.deformable_psroi and cfg.model.deformable_conv5 == "none"
+    assert cfg.model.deformable_conv5_groups == 4 and cfg.train.offset_lr_factor == 1.0
 
 
 def test_yaml_and_overrides_are_typed(tmp_path: Path) -> None:
@@ -51,6 +54,10 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("train:\n  warmup_factor: 0\n", "train.warmup_factor: must lie in (0, 1]"),
         ("train:\n  eval_every: -1\n", "train.eval_every: must be >= 0"),
         ("data:\n  format: coco\n  val_split: val\n", "data.val_split: names a VOC split"),
+        ("model:\n  deformable_conv5: v3\n", "model.deformable_conv5: 'v3' is not one of"),
+        ("model:\n  deformable_conv5_groups: 0\n", "model.deformable_conv5_groups: must be"),
+        ("model:\n  deformable_psroi: yes please\n", "model.deformable_psroi: expected true"),
+        ("train:\n  offset_lr_factor: -1\n", "train.offset_lr_factor: must be >= 0"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

@@ -5,10 +5,12 @@ from PIL import Image
 
 from rfcn.visualize import (
     class_colour,
+    deformable_parts_figure,
     draw_detections,
     image_grid,
     loss_figure,
     score_map_figure,
+    shifted_bins,
     to_pil_image,
 )
 
@@ -79,3 +81,34 @@ def test_figures_render() -> None:
     ]  # fmt: skip
     figure = score_map_figure(Image.new("RGB", (128, 96)), "circle", maps, 16.0, rois)
     assert figure.mode == "RGB" and figure.size[1] > figure.size[0] / 4
+
+
+def test_shifted_bins_by_hand() -> None:
+    # A 40 x 20 box at (10, 30) in 2 x 2 bins of 20 x 10; bin (0, 1) moves by 0.1 of the width
+    # to the right (4 px), bin (1, 0) by 0.5 of the height up (10 px).
+    shifts = np.zeros((2, 2, 2))
+    shifts[0, 1, 0] = 0.1
+    shifts[1, 0, 1] = -0.5
+    bins = shifted_bins((10, 30, 50, 50), shifts)
+    assert bins.tolist() == [
+        [[10, 30, 30, 40], [34, 30, 54, 40]],
+        [[10, 30, 30, 40], [30, 40, 50, 50]],
+    ]
+
+
+def test_deformable_parts_figure_renders() -> None:
+    shifts = np.random.default_rng(0).normal(scale=0.05, size=(3, 3, 2))
+    panels = [
+        {"image": Image.new("RGB", (96, 80)), "box": (10, 10, 70, 60), "shifts": shifts,
+         "title": f"circle {score}"}
+        for score in (0.9, 0.8)
+    ]  # fmt: skip
+    figure = deformable_parts_figure(panels)
+    assert figure.mode == "RGB" and figure.size[0] > figure.size[1]
+    with pytest.raises(ValueError):
+        deformable_parts_figure([])
+    k = 3
+    maps = np.random.default_rng(1).normal(size=(k, k, 6, 8)).astype(np.float32)
+    rois = [{"title": "on", "box": (16, 16, 64, 80), "bins": maps[:, :, 1, 1], "vote": 0.5,
+             "probability": 0.9, "shifts": shifts}]  # fmt: skip
+    assert score_map_figure(Image.new("RGB", (128, 96)), "circle", maps, 16.0, rois).mode == "RGB"

@@ -43,6 +43,15 @@ class ModelConfig:
     head_init: str = "gaussian"
     box_mode: str = "agnostic"  # "agnostic" (4k^2), "agnostic8" (8k^2), "class" (4k^2 C)
     ps_roi_mode: str = "pool"  # "pool" (paper Eq. 1) or "align" (bilinear)
+    # Deformable ConvNets (Dai et al., ICCV 2017) on R-FCN, as their public code:
+    # deformable PS-RoI pooling in the head (zero-initialised 1x1 offset convs, class-specific
+    # offsets for the class maps, one group for the box maps, trans_std 0.1); replaces the
+    # pooling of ps_roi_mode
+    deformable_psroi: bool = False
+    # "none", "v1" (deformable conv) or "v2" (modulated, DCNv2): the 3x3 convs of conv5, with
+    # offsets (and v2 masks) from zero-initialised sibling 3x3 convs
+    deformable_conv5: str = "none"
+    deformable_conv5_groups: int = 4  # offset groups of deformable conv5 (the original's 4)
     # RPN (Faster R-CNN), on conv4
     anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -134,6 +143,10 @@ class TrainConfig:
     # Every N iterations, and at the end, score the model on data.val_split with eval.metric
     # (metrics.jsonl, TensorBoard, the progress bar) and keep the best as model_best.pt; 0: off
     eval_every: int = 0
+    # lr of the layers that predict deformable offsets (and v2 masks), as a factor of the lr
+    # (the Deformable ConvNets paper's beta). 1: the original R-FCN code sets no lr_mult on them
+    # (its Faster R-CNN uses 0.01 for an fc offset layer, which R-FCN does not have)
+    offset_lr_factor: float = 1.0
 
 
 @dataclass
@@ -289,6 +302,7 @@ _CHOICES = {
     "model.box_mode": ("agnostic", "agnostic8", "class"),
     "model.head_init": ("gaussian", "scaled"),
     "model.ps_roi_mode": ("pool", "align"),
+    "model.deformable_conv5": ("none", "v1", "v2"),
     "data.format": ("voc", "coco", "synthetic"),
     "train.mode": ("end_to_end", "alternating"),
     "train.amp": ("none", "bf16", "fp16"),
@@ -307,6 +321,7 @@ def validate(cfg: Config) -> None:
         "model.k": cfg.model.k,
         "model.num_classes": cfg.model.num_classes,
         "model.max_size": cfg.model.max_size,
+        "model.deformable_conv5_groups": cfg.model.deformable_conv5_groups,
         "train.iterations": cfg.train.iterations,
         "train.images_per_batch": cfg.train.images_per_batch,
         "train.base_batch": cfg.train.base_batch,
@@ -330,5 +345,7 @@ def validate(cfg: Config) -> None:
         raise UserError("train.warmup_iters", f"must be >= 0, got {cfg.train.warmup_iters}")
     if not 0.0 < cfg.train.warmup_factor <= 1.0:
         raise UserError("train.warmup_factor", f"must lie in (0, 1], got {cfg.train.warmup_factor}")
+    if cfg.train.offset_lr_factor < 0:
+        raise UserError("train.offset_lr_factor", f"must be >= 0, got {cfg.train.offset_lr_factor}")
     if not 0.0 <= cfg.model.roi_positive_fraction <= 1.0:
         raise UserError("model.roi_positive_fraction", "must lie in [0, 1]")

@@ -1,4 +1,5 @@
-"""Pictures of what the detector does: labelled boxes, loss curves, position-sensitive score maps.
+"""Pictures of what the detector does: labelled boxes, loss curves, position-sensitive score maps,
+and the learned bin positions of deformable PS-RoI pooling.
 
 :func:`draw_detections` needs only numpy and PIL (``rfcn detect`` uses it on the ONNX path,
 which loads no torch); the figures are drawn with matplotlib's object API (no pyplot state).
@@ -211,10 +212,11 @@ def score_map_figure(
 ) -> Image.Image:
     """The paper's Figures 3 and 4: one class's k×k position-sensitive score maps and RoI votes.
 
-    One row per RoI: the image with the RoI and its k×k bin grid; the k² score maps around
+    One row per RoI: the image with the RoI and its k×k bins; the k² score maps around
     the RoIs, tile (i, j) showing map (i, j) with the RoI's bin (i, j) outlined (the only part
     of that map the RoI pools, Eq. 1); the pooled k×k scores ``r_c(i, j)``; and the vote (their
-    mean, Eq. 2) with the class probability after the softmax over all classes.
+    mean, Eq. 2) with the class probability after the softmax over all classes. With deformable
+    PS-RoI pooling the bins are drawn where the learned offsets moved them.
 
     Args:
         image: the input image the RoIs are drawn on.
@@ -222,14 +224,21 @@ def score_map_figure(
         maps: ``(k, k, h, w)`` class c's score maps, map (i, j) for bin row i, column j.
         map_stride: input-image pixels per score-map cell (16 / the network's resize scale).
         rois: per row ``{"title": str, "box": (x1, y1, x2, y2) input pixels,
-            "bins": (k, k) pooled scores, "vote": float, "probability": float}``.
+            "bins": (k, k) pooled scores, "vote": float, "probability": float}``, and for
+            deformable PS-RoI pooling ``"shifts"``: ``(k, k, 2)`` bin shifts (see
+            :func:`shifted_bins`).
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     k = maps.shape[0]
-    # Show only the cells around the RoIs (one cell of margin), so the bins stay visible.
-    corners = np.array([roi["box"] for roi in rois], dtype=np.float64) / map_stride
+    bins_of_rois = [
+        shifted_bins(roi["box"], np.asarray(roi.get("shifts", np.zeros((k, k, 2))))) for roi in rois
+    ]  # (k, k, 4) per RoI, input pixels
+    # Show only the cells around the RoIs and their bins (one cell of margin), so the bins
+    # stay visible.
+    boxes = [np.array([roi["box"] for roi in rois], dtype=np.float64)]
+    corners = np.concatenate(boxes + [b.reshape(-1, 4) for b in bins_of_rois]) / map_stride
     row0 = max(int(np.floor(corners[:, 1].min())) - 1, 0)
     col0 = max(int(np.floor(corners[:, 0].min())) - 1, 0)
     row1 = min(int(np.ceil(corners[:, 3].max())) + 1, maps.shape[2])
@@ -247,20 +256,23 @@ def score_map_figure(
     grid = figure.add_gridspec(len(rois), 4, width_ratios=[1, 1.5, 0.8, 0.6])
     for row, roi in enumerate(rois):
         x1, y1, x2, y2 = (float(v) for v in roi["box"])
+        bins = bins_of_rois[row]
         picture = figure.add_subplot(grid[row, 0])
         picture.imshow(image)
-        for step in range(k + 1):
-            x = x1 + (x2 - x1) * step / k
-            y = y1 + (y2 - y1) * step / k
-            picture.plot([x, x], [y1, y2], color="yellow", linewidth=0.6)
-            picture.plot([x1, x2], [y, y], color="yellow", linewidth=0.6)
+        for left, top, right, bottom in bins.reshape(-1, 4):
+            picture.add_patch(
+                Rectangle(
+                    (left, top), right - left, bottom - top, fill=False, color="yellow", lw=0.6
+                )
+            )
         picture.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", lw=2))
         picture.set_title(roi["title"], fontsize=10)
         picture.axis("off")
 
         montage = figure.add_subplot(grid[row, 1])
         montage.imshow(tiles, cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
-        # RoI in score-map cells; bin (i, j) is outlined on tile (i, j).
+        # RoI and bins in score-map cells; bin (i, j) is outlined on tile (i, j).
+        cells = bins / map_stride - np.array([col0, row0, col0, row0])
         cx1, cx2 = x1 / map_stride - col0, x2 / map_stride - col0
         cy1, cy2 = y1 / map_stride - row0, y2 / map_stride - row0
         for i in range(k):
@@ -272,11 +284,10 @@ def score_map_figure(
                         fill=False, color="white", lw=0.4, linestyle=":",
                     )
                 )  # fmt: skip
-                left = tile_left + cx1 + (cx2 - cx1) * j / k
-                top = tile_top + cy1 + (cy2 - cy1) * i / k
+                left, top, right, bottom = cells[i, j]
                 montage.add_patch(
                     Rectangle(
-                        (left, top), (cx2 - cx1) / k, (cy2 - cy1) / k,
+                        (tile_left + left, tile_top + top), right - left, bottom - top,
                         fill=False, color="red", lw=0.8,
                     )
                 )  # fmt: skip
@@ -294,5 +305,63 @@ def score_map_figure(
         text = f"vote (mean of bins)\n= {roi['vote']:.2f}\n\n"
         text += f"p({class_name}) = {roi['probability']:.2f}"
         vote.text(0.0, 0.5, text, fontsize=12, va="center")
+    figure.tight_layout()
+    return _figure_to_image(figure)
+
+
+def shifted_bins(box: Sequence[float], shifts: np.ndarray) -> np.ndarray:
+    """``(k, k, 4)`` x1, y1, x2, y2 of the k×k bins of ``box``, each moved by its shift.
+
+    Args:
+        box: x1, y1, x2, y2 of the RoI.
+        shifts: ``(k, k, 2)`` x and y shift of bin (i, j) as a fraction of the RoI's width and
+            height: the normalised offset times ``trans_std`` in deformable PS-RoI pooling
+            (zeros: the regular grid).
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    k = shifts.shape[0]
+    bin_w, bin_h = (x2 - x1) / k, (y2 - y1) / k
+    left = x1 + np.arange(k)[None, :] * bin_w + shifts[..., 0] * (x2 - x1)
+    top = y1 + np.arange(k)[:, None] * bin_h + shifts[..., 1] * (y2 - y1)
+    return np.stack((left, top, left + bin_w, top + bin_h), axis=-1)
+
+
+def deformable_parts_figure(panels: Sequence[dict[str, Any]], columns: int = 3) -> Image.Image:
+    """The Deformable ConvNets paper's Figure 7: RoIs with their bins at their learned places.
+
+    Each panel shows an image, an RoI on an object (yellow), its k×k bins where deformable
+    PS-RoI pooling samples them for the object's class (red) and, dotted, where they would be
+    without offsets.
+
+    Args:
+        panels: ``{"image": PIL image, "box": (x1, y1, x2, y2) pixels of the image, "shifts":
+            (k, k, 2) bin shifts (see :func:`shifted_bins`), "title": str}`` each.
+        columns: panels per row.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    if not panels:
+        raise ValueError("no panels to draw")
+    columns = min(columns, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(4.5 * columns, 4.5 * rows), dpi=100)
+    for index, panel in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.imshow(panel["image"])
+        shifts = np.asarray(panel["shifts"], dtype=np.float64)
+        for bins, style in (
+            (shifted_bins(panel["box"], np.zeros_like(shifts)), {"color": "white", "ls": ":"}),
+            (shifted_bins(panel["box"], shifts), {"color": "red", "ls": "-"}),
+        ):
+            for left, top, right, bottom in bins.reshape(-1, 4):
+                axes.add_patch(
+                    Rectangle((left, top), right - left, bottom - top, fill=False, lw=0.7, **style)
+                )
+        x1, y1, x2, y2 = (float(v) for v in panel["box"])
+        axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="yellow", lw=2))
+        axes.set_title(panel["title"], fontsize=10)
+        axes.axis("off")
+    figure.suptitle("deformable PS-RoI pooling: RoI (yellow), learned bin positions (red)")
     figure.tight_layout()
     return _figure_to_image(figure)

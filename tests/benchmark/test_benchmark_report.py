@@ -1,6 +1,6 @@
 import pytest
 
-from rfcn.benchmark.report import check_targets, summarize_ratios
+from rfcn.benchmark.report import check_targets, deformable_overheads, summarize_ratios
 
 
 def _case(median: float) -> dict:
@@ -35,3 +35,18 @@ def test_targets_hand_worked() -> None:
     assert not checks["rfcn_most_over_fewest_rois"]["met"]  # 1.2 > 1.1
     assert checks["rfcn_pipeline_over_backbone"]["met"]  # 1.1 <= 1.15
     assert checks["rfcn_pipeline_over_backbone"]["value_cpu"] == pytest.approx(1.1)
+
+
+def test_deformable_overheads_hand_worked() -> None:
+    variants = {
+        "plain": {"head": {"300": _case(10.0), "2000": _case(20.0)}},
+        "dpsroi": {"head": {"300": _case(12.0), "2000": _case(30.0)}},
+        "dconv5": {"head": {"300": _case(15.0), "2000": _case(25.0)}},
+    }
+    assert deformable_overheads(variants) == {
+        "dpsroi": {"head": {"300": pytest.approx(1.2), "2000": pytest.approx(1.5)}},
+        "dconv5": {"head": {"300": pytest.approx(1.5), "2000": pytest.approx(1.25)}},
+    }
+    variants["plain"]["head"]["300"]["time"]["cpu_median_ms"] = 40.0  # only CPU time differs
+    cpu = deformable_overheads(variants, "cpu_median_ms")
+    assert cpu["dpsroi"]["head"]["300"] == pytest.approx(24.0 / 40.0)

@@ -77,6 +77,42 @@ def test_structure_mismatch_is_named(tmp_path: Path) -> None:
         load_model(path, cfg=other)
 
 
+@pytest.mark.parametrize(
+    ("saved", "wanted", "message"),
+    [
+        ({}, {"deformable_psroi": True}, r"model\.deformable_psroi=False, config has .*=True"),
+        ({"deformable_conv5": "v1"}, {}, r"model\.deformable_conv5=v1, config has .*=none"),
+        ({"deformable_conv5": "v1"}, {"deformable_conv5": "v2"}, r"deformable_conv5=v1, .*=v2"),
+        (
+            {"deformable_conv5": "v1", "deformable_conv5_groups": 2},
+            {"deformable_conv5": "v1"},
+            r"model\.deformable_conv5_groups=2, config has .*=4",
+        ),
+    ],
+)
+def test_deformable_settings_that_differ_are_named(
+    tmp_path: Path, saved: dict, wanted: dict, message: str
+) -> None:
+    path = tmp_path / "deformable.pt"
+    cfg = _small_config(2)
+    cfg.model.__dict__.update(saved)
+    names = ["a", "b"]
+    save_checkpoint(path, {**model_state(build_model(cfg.model), cfg, names), "iteration": 1})
+    other = _small_config(2)
+    other.model.__dict__.update(wanted)
+    with pytest.raises(UserError, match=message):
+        load_model(path, cfg=other)
+
+
+def test_offset_groups_do_not_matter_while_conv5_is_plain(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    _checkpoint(path, 2)
+    other = _small_config(2)
+    other.model.deformable_conv5_groups = 8
+    _, cfg, _ = load_model(path, cfg=other)
+    assert cfg.model.deformable_conv5_groups == 8
+
+
 def test_missing_corrupt_and_foreign_files_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "nothing.pt")

@@ -73,3 +73,22 @@ def test_weight_decay_reaches_the_bias() -> None:
 def test_all_frozen_is_an_error() -> None:
     with pytest.raises(ValueError, match="no trainable"):
         build_optimizer([nn.Parameter(torch.ones(1), requires_grad=False)], TrainConfig())
+
+
+def test_offset_parameters_get_their_lr_factor_under_the_schedule() -> None:
+    cfg = TrainConfig(
+        base_lr=0.01, images_per_batch=2, base_batch=2, offset_lr_factor=0.1, lr_steps=[1]
+    )
+    weight, offset = nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(2))
+    frozen = nn.Parameter(torch.ones(1), requires_grad=False)
+    optimizer = build_optimizer([weight, offset, frozen], cfg, offset_parameters=[offset, frozen])
+    assert [group["params"] for group in optimizer.param_groups] == [[weight], [offset]]
+    scheduler = build_scheduler(optimizer, TrainConfig(**{**cfg.__dict__, "warmup_iters": 0}))
+    lrs = []
+    for _ in range(2):
+        lrs += [group["lr"] for group in optimizer.param_groups]
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.01, 0.001, 0.001, 0.0001])  # (weights, offsets) per step
+    # Without offset parameters (a plain R-FCN) there is one group, as before.
+    assert len(build_optimizer([weight], cfg).param_groups) == 1

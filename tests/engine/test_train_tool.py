@@ -57,6 +57,28 @@ def test_paper_voc_config() -> None:
     assert load_config(CONFIGS / "voc0712_r50.yaml").model.backbone == "resnet50"
 
 
+def test_deformable_voc_config_follows_the_deformable_convnets_code() -> None:
+    cfg = load_config(CONFIGS / "voc0712_r101_dcn.yaml")
+    model = cfg.model
+    assert model.deformable_psroi and model.deformable_conv5 == "v1"
+    assert model.deformable_conv5_groups == 4 and model.box_mode == "agnostic8"
+    assert (model.rpn_post_nms_train, model.rpn_post_nms_test) == (300, 300)
+    # 4 images a batch at lr 5e-4, 7 epochs of 2 x 16551 images with a step after 4.83.
+    train = cfg.train
+    assert (train.images_per_batch, train.base_batch, train.base_lr) == (4, 4, 5e-4)
+    assert train.iterations == 7 * 2 * 16551 // 4
+    assert train.lr_steps == [round(4.83 * 2 * 16551 / 4)]
+    assert train.offset_lr_factor == 1.0
+    # The same detector as the R-FCN VOC config otherwise.
+    plain = load_config(CONFIGS / "voc0712_r101.yaml")
+    assert (model.backbone, model.k, model.min_size) == (
+        plain.model.backbone,
+        plain.model.k,
+        plain.model.min_size,
+    )
+    assert cfg.data == plain.data
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_config_loads(name: str) -> None:
     cfg = load_config(CONFIGS / name)

@@ -132,3 +132,35 @@ def test_alternating_training_freezes_the_shared_convs(
     assert same(steps["step2_rfcn"], steps["step3_rpn"], "head.")  # step 3 trains the RPN only
     assert not same(steps["step3_rpn"], final, "head.")
     assert steps["step4_rfcn"].keys() == final.keys()
+
+
+DEFORMABLE = {"deformable_psroi": True, "deformable_conv5": "v1", "deformable_conv5_groups": 2}
+
+
+@pytest.mark.slow
+def test_alternating_training_of_a_deformable_model(make_config: Callable, tmp_path: Path) -> None:
+    """The offset convs (conv5's and the head's) train with the head, in steps 2 and 4."""
+    cfg = make_config(train={"mode": "alternating", "iterations": 1}, model=DEFORMABLE)
+    result = train(cfg, tmp_path, progress=False)
+    steps = [
+        load_checkpoint(tmp_path / f"{name}.pt")["model"]
+        for name in ("step1_rpn", "step2_rfcn", "step3_rpn", "step4_rfcn")
+    ]
+    offsets = [k for k in steps[0] if "offset_conv" in k]
+    assert len(offsets) == 2 * (2 + 4)
+    assert all(not steps[0][k].any() for k in offsets)  # zero-initialised, untouched by step 1
+    assert all(steps[1][k].any() for k in offsets if k.endswith("weight"))
+    assert all(torch.equal(steps[1][k], steps[2][k]) for k in offsets)  # step 3: RPN only
+    assert any(not torch.equal(steps[2][k], steps[3][k]) for k in offsets)
+    model, _, _ = load_model(result.checkpoint)
+    assert len(model.offset_parameters()) == len(offsets)
+
+
+def test_offset_lr_factor_scales_the_offset_convs(make_config: Callable, tmp_path: Path) -> None:
+    cfg = make_config(
+        train={"iterations": 2, "offset_lr_factor": 0.0},
+        model={"deformable_psroi": True},
+    )
+    final = load_checkpoint(train(cfg, tmp_path, progress=False).checkpoint)["model"]
+    assert not final["head.cls_offset_conv.weight"].any()  # lr 0: still the zero init
+    assert final["head.cls_conv.bias"].any()

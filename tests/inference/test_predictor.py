@@ -153,8 +153,9 @@ def test_score_threshold_and_bad_inputs() -> None:
         predictor("missing.jpg")
 
 
-def tiny_rfcn() -> tuple[RFCN, Config]:
-    """A random-init ResNet-18 R-FCN (k=3, 2 classes) small enough to run in a second."""
+def tiny_rfcn(**model: object) -> tuple[RFCN, Config]:
+    """A random-init ResNet-18 R-FCN (k=3, 2 classes) small enough to run in a second;
+    ``model`` overrides model settings."""
     cfg = config_from_dict(
         {
             "model": {
@@ -168,6 +169,7 @@ def tiny_rfcn() -> tuple[RFCN, Config]:
                 "rpn_post_nms_test": 20,
                 "nms_thresh": 0.4,
                 "detections_per_img": 7,
+                **model,
             }
         }
     )
@@ -203,5 +205,21 @@ def test_the_fast_path_keeps_the_detections() -> None:
     assert fast.model.backbone.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(p.requires_grad for p in fast.model.parameters())
     detections = fast(image)
+    np.testing.assert_allclose(detections.boxes, expected["boxes"].numpy(), atol=1e-3)
+    np.testing.assert_array_equal(detections.labels, expected["labels"].numpy())
+
+
+def test_deformable_checkpoint_on_the_fast_path(tmp_path: Path) -> None:
+    model, cfg = tiny_rfcn(deformable_psroi=True, deformable_conv5="v1")
+    with torch.no_grad():
+        for layer in model.offset_parameters():
+            layer.normal_(std=0.02, generator=torch.Generator().manual_seed(2))
+    save_checkpoint(tmp_path / "deformable.pt", model_state(model, cfg, ["cat", "dog"]))
+    image = torch.rand(3, 80, 100, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model([image])[0]
+    predictor = Predictor.from_checkpoint(tmp_path / "deformable.pt", channels_last=True)
+    detections = predictor(image)
+    assert len(detections) > 0
     np.testing.assert_allclose(detections.boxes, expected["boxes"].numpy(), atol=1e-3)
     np.testing.assert_array_equal(detections.labels, expected["labels"].numpy())

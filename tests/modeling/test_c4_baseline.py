@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import torch
 from torchvision.ops import roi_pool
 
@@ -102,3 +104,11 @@ def test_c4_detector_has_the_rfcn_output_format_and_trains() -> None:
     assert all(torch.isfinite(v) for v in losses.values())
     assert c4.head.cls_score.weight.grad is not None
     assert c4.head.conv5[0].conv1.weight.grad.abs().sum() > 0
+
+
+def test_c4_counterpart_of_a_deformable_model_takes_the_plain_weights() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", num_classes=3, k=3, head_channels=16)
+    rfcn = build_model(replace(cfg, deformable_conv5="v1"))
+    c4 = build_c4_detector(rfcn, cfg)
+    torch.testing.assert_close(c4.head.conv5[1].conv2.weight, rfcn.backbone.conv5[1].conv2.weight)

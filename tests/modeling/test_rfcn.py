@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rfcn.config import ModelConfig
+from rfcn.engine.stages import parameter_group
 from rfcn.modeling.rfcn import build_model
 
 NUM_CLASSES = 3
@@ -183,3 +184,66 @@ def test_stride_32_model_without_atrous():
     assert all(torch.isfinite(v) for v in losses.values())
     with torch.no_grad():
         assert len(model.eval()(images)[1]["boxes"]) > 0
+
+
+def test_deformable_model_trains_and_detects():
+    """Deformable PS-RoI pooling and v2 deformable conv5 (offsets and masks); v1 trains in
+    tests/engine/test_trainer.py."""
+    torch.manual_seed(0)
+    model = build_model(_tiny_config(deformable_psroi=True, deformable_conv5="v2")).train()
+    images, targets = _images_and_targets()
+    losses = model(images, targets)
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None, name
+    offsets = model.offset_parameters()
+    assert len(offsets) == 2 * (2 + 4)  # weight and bias of 2 head and 4 conv5 offset convs
+    assert all(parameter.grad.abs().sum() > 0 for parameter in offsets[::2])
+    # Offset convs belong to the head's training group (alternating steps 2 and 4).
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {parameter_group(names[id(p)]) for p in offsets} == {"head"}
+    with torch.no_grad():
+        detections = model.eval()(images)
+    assert set(detections[0]) == {"boxes", "labels", "scores"}
+    maps = model.score_maps(images[0])
+    assert maps["cls_offset_maps"].shape == (2 * 9 * (NUM_CLASSES + 1), *maps["cls_maps"].shape[1:])
+
+
+def test_deformable_model_starts_from_the_plain_weights():
+    """Offset convs start at zero without drawing random numbers, so a deformable model of a
+    seed shares every other initial weight with the plain model of that seed."""
+    torch.manual_seed(0)
+    plain = build_model(_tiny_config())
+    torch.manual_seed(0)
+    deformable = build_model(_tiny_config(deformable_psroi=True, deformable_conv5="v1"))
+    assert plain.offset_parameters() == []
+    shared = dict(plain.named_parameters())
+    extra = [n for n, p in deformable.named_parameters() if n not in shared]
+    assert len(extra) == len(deformable.offset_parameters()) == 12
+    for name, parameter in deformable.named_parameters():
+        if name in shared:
+            assert torch.equal(parameter, shared[name]), name
+        else:
+            assert not parameter.any(), name
+
+
+def test_deformable_resnet101_k7_adds_the_original_offset_layers():
+    with torch.device("meta"):
+        model = build_model(
+            ModelConfig(
+                backbone="resnet101",
+                num_classes=20,
+                k=7,
+                box_mode="agnostic8",
+                deformable_psroi=True,
+                deformable_conv5="v1",
+            )
+        )
+    # Head: 1x1 convs from 1024 channels to 2 * 49 * 21 (class offsets) and 2 * 49 (box);
+    # conv5: three 3x3 convs from 512 channels to 2 * 4 groups * 9 taps.
+    head = 1024 * 2058 + 2058 + 1024 * 98 + 98
+    conv5 = 3 * (512 * 72 * 9 + 72)
+    assert sum(p.numel() for p in model.offset_parameters()) == head + conv5 == 3_205_444
+    assert sum(p.numel() for p in model.parameters()) == 50_691_706 + 3_205_444

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rfcn.modeling.rfcn_head import RFCNHead, box_slot_of_label
+from rfcn.ops import deform_ps_roi_pool
 
 
 def test_channel_counts_per_box_mode():
@@ -47,3 +48,57 @@ def test_initialisation(init):
         assert not conv.bias.any()
     with pytest.raises(ValueError, match="init"):
         RFCNHead(256, 512, 3, 3, "agnostic", 1 / 16, init="uniform")
+
+
+def _deformable_head(num_classes: int = 2, k: int = 3) -> RFCNHead:
+    torch.manual_seed(0)
+    return RFCNHead(16, 8, num_classes, k, "agnostic8", 1 / 16, deformable=True)
+
+
+def test_deformable_head_has_zero_offset_convs_of_the_original_widths():
+    head = _deformable_head()
+    assert head.cls_offset_conv.out_channels == 2 * 9 * 3  # x, y per bin and class (G = C+1)
+    assert head.box_offset_conv.out_channels == 2 * 9  # one group for all box channels
+    for conv in (head.cls_offset_conv, head.box_offset_conv):
+        assert not conv.weight.any() and not conv.bias.any()
+    torch.manual_seed(0)
+    plain = RFCNHead(16, 8, 2, 3, "agnostic8", 1 / 16)
+    for name, parameter in plain.named_parameters():  # the same draw for the shared layers
+        assert torch.equal(parameter, dict(head.named_parameters())[name]), name
+
+
+def test_deformable_head_pools_with_the_pooled_offset_maps():
+    """Bin offsets are the offset maps PS-RoI pooled without offsets; constant offset maps
+    (the convs' biases) give those constants, then the score maps are pooled with them."""
+    head = _deformable_head()
+    with torch.no_grad():
+        head.cls_offset_conv.bias.copy_(torch.linspace(-1.0, 1.0, 54))
+        head.box_offset_conv.bias.copy_(torch.linspace(0.5, -0.5, 18))
+    conv5 = torch.randn(2, 16, 6, 7)
+    rois = torch.tensor([[0.0, 8.0, 4.0, 60.0, 50.0], [1.0, 30.0, 20.0, 100.0, 90.0]])
+    maps = head.score_maps(conv5)
+    assert maps.cls_offsets.shape == (2, 54, 6, 7) and maps.box_offsets.shape == (2, 18, 6, 7)
+    offsets = head.bin_offsets(maps.cls_offsets, rois)
+    expected = torch.linspace(-1.0, 1.0, 54).view(1, 6, 3, 3).expand(2, -1, -1, -1)
+    torch.testing.assert_close(offsets, expected)
+    logits, deltas = head(conv5, rois)
+    box_offsets = torch.linspace(0.5, -0.5, 18).view(1, 2, 3, 3).expand(2, -1, -1, -1)
+    torch.testing.assert_close(
+        logits, deform_ps_roi_pool(maps.cls, rois, expected, 3, 1 / 16).mean(dim=(2, 3))
+    )
+    torch.testing.assert_close(
+        deltas.flatten(1), deform_ps_roi_pool(maps.box, rois, box_offsets, 3, 1 / 16).mean((2, 3))
+    )
+
+
+def test_zero_offsets_pool_the_regular_bins_and_train_the_offset_convs():
+    head = _deformable_head()
+    conv5 = torch.randn(1, 16, 6, 7)
+    rois = torch.tensor([[0.0, 8.0, 4.0, 60.0, 50.0]])
+    logits, _ = head(conv5, rois)
+    maps = head.score_maps(conv5)
+    torch.testing.assert_close(
+        logits, deform_ps_roi_pool(maps.cls, rois, None, 3, 1 / 16).mean(dim=(2, 3))
+    )
+    logits.logsumexp(dim=1).sum().backward()
+    assert head.cls_offset_conv.weight.grad.abs().sum() > 0

@@ -66,7 +66,7 @@ def _nms_per_group_reference(
 
 @pytest.mark.parametrize("exporting", [False, True])
 def test_batched_nms_is_nms_per_group(monkeypatch: pytest.MonkeyPatch, exporting: bool) -> None:
-    monkeypatch.setattr(boxes_module, "_exporting", lambda: exporting)
+    monkeypatch.setattr(boxes_module, "is_exporting", lambda: exporting)
     generator = torch.Generator().manual_seed(0)
     corners = torch.rand(300, 2, generator=generator) * 100
     sizes = torch.rand(300, 2, generator=generator) * 40 + 1

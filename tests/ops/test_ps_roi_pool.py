@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -11,10 +12,14 @@ from ps_roi_reference import (
     reference_ps_roi_align,
     reference_ps_roi_pool,
 )
+from roi_cases import assert_each_channel_feeds_only_its_own_output_and_bin, mixed_rois
 from torch import Tensor
 
-from rfcn.ops import ps_roi_pool as ps_roi_pool_module
-from rfcn.ops.ps_roi_pool import PSRoIPool, ps_roi_pool
+from rfcn.ops import ps_roi_pool
+from rfcn.ops.ps_roi_pool import PSRoIPool
+
+# `rfcn.ops.ps_roi_pool` is the function (as torchvision.ops); the module, for monkeypatching:
+ps_roi_pool_module = importlib.import_module("rfcn.ops.ps_roi_pool")
 
 MODES = ("pool", "align")
 
@@ -37,33 +42,12 @@ def _reference(features: Tensor, rois: Tensor, k: int, scale: float, mode: str) 
     return reference_ps_roi_align(features, rois, k, scale, sampling_ratio=2)
 
 
-def _mixed_rois(height: int, width: int, stride: int) -> Tensor:
-    """RoIs in image pixels over a (height, width) map of the given stride: inside, partly and
-    wholly outside, sub-pixel, huge, inverted, on two batch images."""
-    img_h, img_w = height * stride, width * stride
-    return torch.tensor(
-        [
-            [0, 3.3, 5.7, 40.2, 30.9],  # inside
-            [1, 0.0, 0.0, img_w, img_h],  # the whole image
-            [1, -25.0, -13.4, 20.6, 17.2],  # partly outside, top-left
-            [0, img_w - 10.0, img_h - 7.5, img_w + 30.0, img_h + 22.0],  # partly outside
-            [1, img_w + 5.0, 2.0, img_w + 60.0, 30.0],  # wholly outside
-            [0, 17.2, 9.6, 17.5, 9.8],  # sub-pixel
-            [1, 11.0, 12.0, 11.0, 12.0],  # zero size
-            [0, 30.0, 20.0, 10.0, 5.0],  # inverted
-            [1, -500.0, -400.0, img_w + 700.0, img_h + 300.0],  # huge
-            [0, 8.5, 4.5, 24.5, 16.5],  # half-pixel coordinates
-        ],
-        dtype=torch.float64,
-    )
-
-
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_matches_float64_loop(mode: str, k: int) -> None:
     generator = torch.Generator().manual_seed(k)
     height, width, stride = 9, 11, 4
     features = torch.randn(2, k * k * 2, height, width, generator=generator, dtype=torch.float64)
-    rois = _mixed_rois(height, width, stride)
+    rois = mixed_rois(height, width, stride)
     expected = _reference(features, rois, k, 1 / stride, mode)
     actual = ps_roi_pool(features, rois, k, 1 / stride, mode)
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
@@ -80,7 +64,7 @@ def test_align_sampling_ratio_matches_loop(
 ) -> None:
     _use_fast_path(monkeypatch, fast_path)
     features = torch.randn(2, 18, 7, 8, generator=torch.Generator().manual_seed(5))
-    rois = _mixed_rois(7, 8, 2)
+    rois = mixed_rois(7, 8, 2)
     expected = reference_ps_roi_align(features, rois, 3, 0.5, sampling_ratio)
     actual = ps_roi_pool(features.double(), rois, 3, 0.5, "align", sampling_ratio)
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
@@ -95,7 +79,7 @@ def test_align_fast_path_equals_pure_pytorch(
     assert ps_roi_pool_module._torchvision_align_applies(torch.zeros(1, dtype=dtype))
     features = torch.randn(2, k * k * 3, 9, 11, generator=torch.Generator().manual_seed(k))
     features = features.to(dtype)
-    rois = _mixed_rois(9, 11, 4).to(dtype)
+    rois = mixed_rois(9, 11, 4).to(dtype)
     upstream = torch.randn(len(rois), 3, k, k, generator=torch.Generator().manual_seed(0))
 
     def run() -> tuple[Tensor, Tensor]:
@@ -158,17 +142,9 @@ def test_gradcheck(mode: str) -> None:
 
 
 def test_each_channel_feeds_only_its_own_class_and_bin(mode: str) -> None:
-    k, num_classes = 3, 2
-    rois = torch.tensor([[0, 0.0, 0.0, 12.0, 12.0]])
-    for c in range(num_classes):
-        for i in range(k):
-            for j in range(k):
-                features = torch.zeros(1, k * k * num_classes, 6, 6)
-                features[0, (c * k + i) * k + j] = 1.0
-                out = ps_roi_pool(features, rois, k, 0.5, mode)[0]
-                expected = torch.zeros(num_classes, k, k)
-                expected[c, i, j] = 1.0
-                torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    assert_each_channel_feeds_only_its_own_output_and_bin(
+        lambda features, rois: ps_roi_pool(features, rois, 3, 0.5, mode)
+    )
 
 
 def test_position_sensitivity(mode: str) -> None:
@@ -234,7 +210,7 @@ def test_no_rois_gives_empty_output(mode: str) -> None:
 
 def test_accepts_channels_last_and_strided_features(mode: str) -> None:
     features = torch.randn(2, 36, 7, 10, generator=torch.Generator().manual_seed(8))
-    rois = _mixed_rois(7, 10, 4).float()
+    rois = mixed_rois(7, 10, 4).float()
     expected = ps_roi_pool(features, rois, 3, 0.25, mode)
     channels_last = features.contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(ps_roi_pool(channels_last, rois, 3, 0.25, mode), expected)
@@ -271,7 +247,7 @@ def test_onnx_export_matches_onnxruntime(mode: str, dynamo: bool, tmp_path: Path
     module = PSRoIPool(3, 0.25, mode=mode).eval()
     generator = torch.Generator().manual_seed(6)
     features = torch.randn(2, 36, 8, 9, generator=generator)
-    rois = _mixed_rois(8, 9, 4).float()
+    rois = mixed_rois(8, 9, 4).float()
     path = tmp_path / "ps_roi_pool.onnx"
     if dynamo:
         dims = {name: torch.export.Dim(name) for name in ("batch", "height", "width", "rois")}
@@ -295,7 +271,7 @@ def test_onnx_export_matches_onnxruntime(mode: str, dynamo: bool, tmp_path: Path
     )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     other_features = torch.randn(3, 36, 11, 6, generator=generator)
-    other_rois = _mixed_rois(11, 6, 4).float()[:4]
+    other_rois = mixed_rois(11, 6, 4).float()[:4]
     for feats, boxes in ((features, rois), (other_features, other_rois)):
         (pooled,) = session.run(None, {"features": feats.numpy(), "rois": boxes.numpy()})
         torch.testing.assert_close(

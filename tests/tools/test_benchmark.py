@@ -26,6 +26,8 @@ def test_settings_quick_then_explicit_flags() -> None:
     full = benchmark.settings_from_args(_parse(["--out", "x", "--roi-counts", "300,2000"]))
     assert (full.backbone, full.size, full.roi_counts) == ("resnet101", 600, (300, 2000))
     assert not full.c4_training
+    assert full.deformable and full.deformable_roi_counts == (300, 2000)
+    assert not benchmark.settings_from_args(_parse(["--out", "x", "--no-deformable"])).deformable
     big = benchmark.settings_from_args(_parse(["--out", "x", "--size", "900"]))
     assert big.max_size >= 900 * 4 // 3  # the network input keeps its shorter side
 
@@ -65,10 +67,11 @@ def _medians(tree: dict) -> list[float]:
 def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.json"
     argv = ["--quick", "--size", "96", "--roi-counts", "8,16", "--train-roi-counts", "16"]
-    argv += ["--repeats", "2", "--out", str(out)]
+    argv += ["--repeats", "2", "--deformable-roi-counts", "8,16", "--out", str(out)]
     assert benchmark.run(_parse(argv)) == 0
     result = json.loads(out.read_text())
     assert set(result) == {
+        "deformable",
         "format_version",
         "machine",
         "settings",
@@ -134,8 +137,21 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> N
         assert variant["over_backbone"] == pytest.approx(
             variant["time"]["median_ms"] / variant["backbone"]["time"]["median_ms"]
         )
+    deformable = result["deformable"]
+    assert list(deformable["variants"]) == ["plain", "dpsroi", "dconv5", "dpsroi_dconv5"]
+    for cases in deformable["variants"].values():
+        assert set(cases) == {"pipeline_given_rois", "head"}
+        assert all(set(counts) == {"8", "16"} for counts in cases.values())
+        medians = _medians(cases)
+        assert medians and all(m > 0 and math.isfinite(m) for m in medians)
+    both = deformable["variants"]["dpsroi_dconv5"]["head"]["16"]["time"]["median_ms"]
+    plain = deformable["variants"]["plain"]["head"]["16"]["time"]["median_ms"]
+    assert deformable["over_plain"]["wall"]["dpsroi_dconv5"]["head"]["16"] == pytest.approx(
+        both / plain
+    )
     table = capsys.readouterr().out
     assert "| 16 |" in table and "R-FCN head" in table and f"wrote {out}" in table
+    assert "| dpsroi_dconv5 |" in table
 
 
 def test_calibrated_batch_norm_keeps_resnet101_at_unit_scale() -> None:
@@ -172,7 +188,7 @@ def test_benchmark_runs_a_checkpoint_on_a_picture(tmp_path: Path) -> None:
     Image.fromarray((torch.rand(70, 120, 3) * 255).byte().numpy()).save(tmp_path / "p.png")
     out = tmp_path / "bench.json"
     argv = ["--quick", "--size", "80", "--roi-counts", "8,16", "--train-roi-counts", "16"]
-    argv += ["--repeats", "1", "--no-c4-training", "--batch-size", "1"]
+    argv += ["--repeats", "1", "--no-c4-training", "--batch-size", "1", "--no-deformable"]
     argv += ["--weights", str(tmp_path / "model.pt"), "--image", str(tmp_path / "p.png")]
     assert benchmark.run(_parse([*argv, "--out", str(out)])) == 0
     result = json.loads(out.read_text())
@@ -181,5 +197,6 @@ def test_benchmark_runs_a_checkpoint_on_a_picture(tmp_path: Path) -> None:
     assert settings["input_image_hw"] == [70, 120]
     assert settings["network_input_hw"][0] == 96  # 80 px shorter side, padded to 32
     assert result["training"]["c4"] == {}
+    assert "deformable" not in result
     with pytest.raises(UserError, match="not found"):
         benchmark.run(_parse([*argv[:-2], "--image", str(tmp_path / "no.png"), "--out", str(out)]))

@@ -69,4 +69,22 @@ def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path) -> None:
     for name in ("detections.png", "score_maps.png", "loss.png"):
         with Image.open(out / name) as picture:
             assert picture.format == "PNG" and min(picture.size) >= 96
+    assert not (out / demo.DEFORMABLE_PARTS).exists()  # a plain R-FCN has no bin offsets
     assert (out / "synthetic" / "ImageSets" / "Main" / "test.txt").is_file()
+
+
+@pytest.mark.slow
+def test_quick_deformable_demo_draws_the_learned_parts(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    deformable = ["--set", "model.deformable_psroi=true", "model.deformable_conv5=v1"]
+    threads = torch.get_num_threads()
+    try:
+        argv = ["--out", str(out), "--quick", "--threads", "1", "--no-progress", *deformable]
+        assert demo.run(_parse(argv)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("score_maps.png", demo.DEFORMABLE_PARTS):
+        with Image.open(out / name) as picture:
+            assert picture.format == "PNG" and min(picture.size) >= 96
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["iterations"] == 4

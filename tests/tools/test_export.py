@@ -17,7 +17,7 @@ from PIL import Image
 
 from rfcn.cli import main
 from rfcn.data.synthetic import CLASS_NAMES, ensure_synthetic_dataset
-from rfcn.engine.checkpoint import load_model
+from rfcn.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rfcn.inference.export import DEFAULT_OPSET, compare_with_onnx
 from rfcn.inference.onnx_predictor import METADATA_CLASS_NAMES, METADATA_CONFIG
 
@@ -136,3 +136,28 @@ def test_bad_onnx_files_are_user_errors(
         err = capsys.readouterr().err
         assert code == 2 and err.startswith(f"error: {path}: {problem}"), err
         assert len(err.splitlines()) == 1
+
+
+def test_deformable_model_exports_at_parity(tmp_path: Path) -> None:
+    """Deformable PS-RoI pooling and v2 deformable conv5 (through the pure-PyTorch
+    decomposition: torchvision's op has no ONNX form) with non-zero offsets."""
+    cfg = tiny_config(tmp_path / "data", deformable_psroi=True, deformable_conv5="v2")
+    data = ensure_synthetic_dataset(tmp_path / "data", cfg.data)
+    weights = write_checkpoint(tmp_path / "deformable.pt", cfg)
+    state = load_checkpoint(weights)
+    generator = torch.Generator().manual_seed(0)
+    for name, value in state["model"].items():
+        if "offset_conv" in name:  # offsets of a fraction of a cell to a few cells
+            value.copy_(0.02 * torch.randn(value.shape, generator=generator))
+    save_checkpoint(weights, state)
+    onnx_path = tmp_path / "deformable.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(onnx_path)]) == 0
+    operators = {node.op_type for node in onnx.load(onnx_path).graph.node}
+    assert "GridSample" in operators and not any("eform" in op for op in operators)
+    model, _, _ = load_model(weights)
+    photo = Image.open(data / "JPEGImages" / "test_000001.jpg").convert("RGB")
+    images = [np.asarray(photo.resize(size)) for size in [(200, 90), (120, 300), (257, 131)]]
+    report = compare_with_onnx(model, onnx_path, images)
+    assert report.detections > 50
+    assert report.paired == report.detections, report.summary()
+    assert report.max_box_diff < 1e-3 and report.max_score_diff < 1e-4

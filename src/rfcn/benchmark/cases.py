@@ -13,7 +13,7 @@ import contextlib
 import copy
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from rfcn.benchmark.timing import peak_memory_mib, time_call
-from rfcn.config import TrainConfig
+from rfcn.config import ModelConfig, TrainConfig
 from rfcn.engine.optim import build_optimizer
 from rfcn.inference.fast_path import bf16_is_fast, detection_agreement, optimize_for_inference
-from rfcn.modeling.rfcn import RFCN
+from rfcn.modeling.rfcn import RFCN, build_model
 
 
 @dataclass(frozen=True)
@@ -327,3 +327,65 @@ def bf16_agreement(
             ),
         },
     }
+
+
+# Plain R-FCN and its Deformable ConvNets variants: model settings of each.
+DEFORMABLE_VARIANTS: dict[str, dict[str, Any]] = {
+    "plain": {"deformable_psroi": False, "deformable_conv5": "none"},
+    "dpsroi": {"deformable_psroi": True, "deformable_conv5": "none"},
+    "dconv5": {"deformable_psroi": False, "deformable_conv5": "v1"},
+    "dpsroi_dconv5": {"deformable_psroi": True, "deformable_conv5": "v1"},
+}
+
+
+def deformable_cases(
+    cfg: ModelConfig,
+    images: list[Tensor],
+    roi_counts: tuple[int, ...],
+    budget: Budget,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Plain R-FCN beside deformable PS-RoI pooling, deformable conv5 (v1) and both
+    (:data:`DEFORMABLE_VARIANTS`), each built from ``cfg`` with random weights and BatchNorm
+    fitted to ``images``, on the same images and the same RoIs, for each N in ``roi_counts``:
+
+    - ``pipeline_given_rois``: ``model(images, proposals=...)`` with exactly N random RoIs per
+      image (the RPN, the same in every variant, is skipped);
+    - ``head``: conv5 + head on exactly N random RoIs: where the variants differ.
+
+    The offset layers keep their zero initialisation: sampling costs the same wherever the
+    offsets put the samples. :func:`rfcn.benchmark.report.deformable_overheads` gives each
+    variant's time over plain R-FCN's.
+    """
+    device = budget.device
+    input_height, input_width = images[0].shape[-2:]
+    given = {
+        str(n): [random_boxes(n, input_height, input_width, generator).to(device) for _ in images]
+        for n in roi_counts
+    }
+    rois: dict[str, Tensor] = {}
+    results: dict[str, Any] = {}
+    for name, settings in DEFORMABLE_VARIANTS.items():
+        model = build_model(replace(cfg, **settings)).to(device)
+        calibrate_batch_norm(model, images)
+        cases: dict[str, Any] = {"pipeline_given_rois": {}, "head": {}}
+        with torch.inference_mode():
+            batch, _ = model.eval().transform(images)
+            conv4 = model.backbone.trunk(batch.tensor)
+            height, width = batch.image_sizes[0]
+            for count in roi_counts:
+                key = str(count)
+                if key not in rois:  # the same RoIs for every variant
+                    boxes = random_boxes(count, height, width, generator)
+                    rois[key] = torch.cat((boxes.new_zeros(count, 1), boxes), dim=1).to(device)
+                cases["pipeline_given_rois"][key] = measure(
+                    lambda model=model, key=key: model(images, proposals=given[key]), budget
+                )
+                cases["head"][key] = measure(
+                    lambda model=model, key=key, conv4=conv4: model.head(
+                        model.backbone.conv5(conv4), rois[key]
+                    ),
+                    budget,
+                )
+        results[name] = cases
+    return {"variants": results}

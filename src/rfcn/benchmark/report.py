@@ -85,6 +85,45 @@ def check_targets(wall: dict[str, Any], cpu: dict[str, Any]) -> list[dict[str, A
     ]
 
 
+def deformable_overheads(
+    variants: dict[str, Any], statistic: str = "median_ms"
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Each Deformable ConvNets variant's ``statistic`` over plain R-FCN's, per case and RoI
+    count: ``{variant: {case: {N: ratio}}}`` from ``deformable["variants"]`` of a result."""
+    plain = variants["plain"]
+    return {
+        name: {
+            case: {
+                n: float(timed["time"][statistic]) / float(plain[case][n]["time"][statistic])
+                for n, timed in counts.items()
+            }
+            for case, counts in cases.items()
+        }
+        for name, cases in variants.items()
+        if name != "plain"
+    }
+
+
+def _deformable_lines(deformable: dict[str, Any]) -> list[str]:
+    """Markdown rows of the Deformable ConvNets variants: medians and the ratio over plain."""
+    variants, over = deformable["variants"], deformable["over_plain"]["wall"]
+    counts = list(variants["plain"]["head"])
+    header = " | ".join(f"given {n} RoIs | head {n} RoIs" for n in counts)
+    lines = [
+        "",
+        f"| Deformable R-FCN | {header} |",
+        "|---|" + "---:|" * (2 * len(counts)),
+    ]
+    for name, cases in variants.items():
+        cells = []
+        for n in counts:
+            for case in ("pipeline_given_rois", "head"):
+                ratio = "" if name == "plain" else f" x{over[name][case][n]:.2f}"
+                cells.append(_cell(cases[case][n]) + ratio)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _cell(case: dict[str, Any] | None) -> str:
     """``wall (cpu)`` medians in ms, or a dash for a case not measured."""
     if case is None:
@@ -132,6 +171,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"| batch of {batched['images']}, per image | {batched['per_image_ms']:.0f} "
         f"| {batched['speedup_per_image']:.2f} |"
     )
+    if "deformable" in result:
+        lines += _deformable_lines(result["deformable"])
     lines.append("")
     for check in result["targets"]:
         verdict = "met" if check["met"] else "NOT met"

@@ -10,7 +10,9 @@ size, images and RoIs for both detectors:
 - one training iteration with OHEM for each N in ``--train-roi-counts`` (paper Table 3);
 - peak memory of every case, and R-FCN under the fast-inference variants
   (:mod:`rfcn.inference.fast_path`): inference mode, channels-last, bf16, torch.compile,
-  batched images, with what bf16 changes in the outputs.
+  batched images, with what bf16 changes in the outputs;
+- plain R-FCN beside its Deformable ConvNets variants (deformable PS-RoI pooling, deformable
+  conv5, both) at ``deformable_roi_counts`` RoIs, with each variant's time over plain's.
 
 Weights are random (speed hardly depends on their values) with every BatchNorm fitted to the
 benchmark image, so activations, proposals and detections are of realistic scale; or trained
@@ -33,13 +35,14 @@ from torch import Tensor
 from rfcn.benchmark.cases import (
     Budget,
     calibrate_batch_norm,
+    deformable_cases,
     fast_path_cases,
     inference_cases,
     median_ms,
     random_targets,
     training_case,
 )
-from rfcn.benchmark.report import check_targets, summarize_ratios
+from rfcn.benchmark.report import check_targets, deformable_overheads, summarize_ratios
 from rfcn.benchmark.timing import memory_method
 from rfcn.config import ModelConfig
 from rfcn.data.images import load_image
@@ -71,6 +74,8 @@ class BenchmarkSettings:
     seed: int = 0
     weights: str | None = None  # a trained checkpoint instead of random weights
     image: str | None = None  # a picture instead of random pixels
+    deformable: bool = True  # also time the Deformable ConvNets variants
+    deformable_roi_counts: tuple[int, ...] = (300, 2000)
 
 
 QUICK = {
@@ -148,6 +153,16 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         "wall": summarize_ratios(inference, "median_ms"),
         "cpu": summarize_ratios(inference, "cpu_median_ms"),
     }
+    extra: dict[str, Any] = {}
+    if settings.deformable:
+        deformable = deformable_cases(
+            cfg, images, settings.deformable_roi_counts, budget, generator
+        )
+        deformable["over_plain"] = {
+            "wall": deformable_overheads(deformable["variants"], "median_ms"),
+            "cpu": deformable_overheads(deformable["variants"], "cpu_median_ms"),
+        }
+        extra["deformable"] = deformable
     if hasattr(os, "getloadavg"):
         machine["load_average_end"] = list(os.getloadavg())
     return {
@@ -168,4 +183,5 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         "training": training,
         "fast_path": fast_path,
         "targets": check_targets(ratios["wall"], ratios["cpu"]),
+        **extra,
     }

@@ -33,7 +33,14 @@ FORMAT_VERSION = 1
 
 # Model settings that change which parameters exist or their shapes; a difference in one of
 # them explains a failed load better than a list of tensor names.
-_STRUCTURE_KEYS = ("backbone", "k", "head_channels", "box_mode")
+_STRUCTURE_KEYS = (
+    "backbone",
+    "k",
+    "head_channels",
+    "box_mode",
+    "deformable_psroi",
+    "deformable_conv5",
+)
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
@@ -97,7 +104,10 @@ def _structure_mismatch(saved: Config, wanted: Config) -> str | None:
             f"checkpoint has {have + 1}-way classifier ({have} classes), "
             f"config expects {want + 1} ({want} classes)"
         )
-    for key in _STRUCTURE_KEYS:
+    keys = _STRUCTURE_KEYS
+    if wanted.model.deformable_conv5 != "none":
+        keys += ("deformable_conv5_groups",)  # the shapes of its offset convs
+    for key in keys:
         have, want = getattr(saved.model, key), getattr(wanted.model, key)
         if have != want:
             return f"checkpoint was trained with model.{key}={have}, config has model.{key}={want}"

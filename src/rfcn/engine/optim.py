@@ -55,13 +55,33 @@ def lr_factor(
     return decay * (warmup_factor * (1.0 - alpha) + alpha)
 
 
-def build_optimizer(parameters: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD over the parameters that require a gradient (see the module note on biases)."""
+def build_optimizer(
+    parameters: Iterable[nn.Parameter],
+    cfg: TrainConfig,
+    offset_parameters: Iterable[nn.Parameter] = (),
+) -> torch.optim.SGD:
+    """SGD over the parameters that require a gradient (see the module note on biases).
+
+    Those also in ``offset_parameters`` (the layers that predict deformable offsets) form a
+    second parameter group whose lr is ``train.offset_lr_factor`` times the others'; the
+    schedule scales both groups alike.
+    """
     trainable = [p for p in parameters if p.requires_grad]
     if not trainable:
         raise ValueError("no trainable parameters: every parameter is frozen")
+    offsets = {id(p) for p in offset_parameters}
+    groups = [
+        {"params": [p for p in trainable if id(p) not in offsets]},
+        {
+            "params": [p for p in trainable if id(p) in offsets],
+            "lr": scaled_lr(cfg) * cfg.offset_lr_factor,
+        },
+    ]
     return torch.optim.SGD(
-        trainable, lr=scaled_lr(cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        [group for group in groups if group["params"]],
+        lr=scaled_lr(cfg),
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
     )
 
 

@@ -113,7 +113,7 @@ class StageRun:
             self.model = _load_stage_model(cfg, context.output_dir, stage.init_from)
         self.trainable = configure_stage(self.model, stage)
         self.model.to(device)
-        self.optimizer = build_optimizer(self.trainable, cfg.train)
+        self.optimizer = build_optimizer(self.trainable, cfg.train, self.model.offset_parameters())
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
         self.done = 0

@@ -3,7 +3,8 @@
 The average pool and the fc layer are removed. conv1..conv4 (stride 16) form the trunk shared
 by the RPN and the head; conv5 feeds the head. By default conv5 is "à trous" (paper §2,
 "the effective stride is reduced from 32 pixels to 16 pixels"): its first block has stride 1 and
-its later 3x3 convolutions dilation 2, so the score maps keep stride 16.
+its later 3x3 convolutions dilation 2, so the score maps keep stride 16. Optionally the 3x3
+convolutions of conv5 are deformable (Deformable ConvNets, :mod:`rfcn.modeling.deformable_conv`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torchvision.models import resnet
 from torchvision.ops import FrozenBatchNorm2d
 
 from rfcn.errors import UserError
+from rfcn.modeling.deformable_conv import make_conv5_deformable
 from rfcn.modeling.pretrained import load_pretrained
 
 # Blocks per stage of ResNet-18/34, for nets narrower than torchvision's.
@@ -120,6 +122,8 @@ def build_backbone(
     frozen_bn: bool = True,
     freeze_at: int = 2,
     width: int = TORCHVISION_WIDTH,
+    deformable_conv5: str = "none",
+    deformable_groups: int = 4,
 ) -> ResNetBackbone:
     """A ResNet backbone.
 
@@ -133,6 +137,9 @@ def build_backbone(
         freeze_at: 0 trains everything, 1 freezes the stem, 2 the stem and conv2 (res2).
         width: channels of conv1 and res2 (64 in every torchvision ResNet); another width is
             offered for ResNet-18/34 only, and cannot load the ImageNet weights.
+        deformable_conv5: "none", or "v1"/"v2" for deformable 3x3 convs in conv5 (after the
+            weights load, which they keep).
+        deformable_groups: offset groups of those deformable convs.
     """
     if name not in _RESNETS:
         raise UserError("model.backbone", f"unknown backbone {name!r}")
@@ -159,6 +166,8 @@ def build_backbone(
         _dilate_basic_conv5(net.layer4)
     if pretrained is not None:
         load_pretrained(net, pretrained, _RESNETS[name][1])
+    if deformable_conv5 != "none":
+        make_conv5_deformable(net.layer4, deformable_conv5, deformable_groups)
     stages = [(net.conv1, net.bn1), (net.layer1,)]
     for module in (m for stage in stages[:freeze_at] for m in stage):
         module.requires_grad_(False)

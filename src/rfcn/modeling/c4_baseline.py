@@ -85,11 +85,13 @@ def build_c4_head(backbone: ResNetBackbone, name: str, num_classes: int, frozen_
     """A :class:`C4Head` whose stride-2 conv5 carries the weights of ``backbone``'s conv5.
 
     Args:
-        backbone: R-FCN's backbone (its conv5 may be à trous; only the weights are taken).
+        backbone: R-FCN's backbone (its conv5 may be à trous, or deformable: only the plain
+            ResNet weights are taken, not the deformable convs' offset layers).
         name: the torchvision ResNet it was built from (``resnet18`` ... ``resnet152``).
     """
     conv5 = resnet_conv5(name, frozen_bn)
-    conv5.load_state_dict(backbone.conv5.state_dict())
+    plain = conv5.state_dict()
+    conv5.load_state_dict({k: v for k, v in backbone.conv5.state_dict().items() if k in plain})
     return C4Head(conv5, backbone.conv5_channels, num_classes)
 
 

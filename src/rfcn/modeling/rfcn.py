@@ -13,6 +13,8 @@ Shape and naming key (detectron2 style):
     conv5         (B, C5, H/s, W/s)
     cls maps      (B, k²(C+1), H/s, W/s); channel (c k + i) k + j = class c, bin (i, j)
     box maps      (B, 4Mk², H/s, W/s); M = 1 "agnostic", 2 "agnostic8", C "class"
+    offset maps   deformable PS-RoI pooling only: (B, 2k²(C+1), H/s, W/s) for the class maps,
+                  (B, 2k², H/s, W/s) for the box maps; pooled, (K, 2G, k, k) bin offsets
     proposals     [(P_b, 4)] x1, y1, x2, y2 in network pixels
     rois          (K, 5) [b, x1, y1, x2, y2], K = sum of the RoIs of all images
     class_logits  (K, C + 1)  voted (averaged) class scores
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from rfcn.config import ModelConfig
 from rfcn.modeling.anchors import AnchorGenerator
 from rfcn.modeling.backbone import ResNetBackbone, build_backbone
+from rfcn.modeling.deformable_conv import OffsetConv2d
 from rfcn.modeling.losses import head_losses, ohem_select, per_roi_losses
 from rfcn.modeling.matching import Matcher
 from rfcn.modeling.postprocess import postprocess_detections
@@ -217,21 +220,31 @@ class RFCN(nn.Module):
         """The position-sensitive class maps of one ``(3, H, W)`` image, at the test scale.
 
         Returns ``{"cls_maps": (k²(C+1), h, w), "scale": network pixels per input pixel,
-        "stride": s}``; cell (y, x) of a map is centred near input pixel
-        ``((x + 0.5) s / scale, (y + 0.5) s / scale)``; channel layout as in the key above.
+        "stride": s}``, and for deformable PS-RoI pooling ``"cls_offset_maps": (2k²(C+1), h,
+        w)``; cell (y, x) of a map is centred near input pixel ``((x + 0.5) s / scale,
+        (y + 0.5) s / scale)``; channel layouts as in the key above.
         """
         batch, _ = self.transform([image], short_side=self.transform.min_size[-1])
         _, conv5 = self.backbone(batch.tensor)
-        cls_maps, _ = self.head.score_maps(conv5)
+        maps = self.head.score_maps(conv5)
         stride = self.backbone.stride
         height, width = batch.image_sizes[0]
         rows, cols = -(-height // stride), -(-width // stride)
         scale_x, scale_y = batch.scales[0]
-        return {
-            "cls_maps": cls_maps[0, :, :rows, :cols],
+        result: dict[str, Tensor | float | int] = {
+            "cls_maps": maps.cls[0, :, :rows, :cols],
             "scale": (scale_x + scale_y) / 2,
             "stride": stride,
         }
+        if maps.cls_offsets is not None:
+            result["cls_offset_maps"] = maps.cls_offsets[0, :, :rows, :cols]
+        return result
+
+    def offset_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the layers that predict deformable offsets (and v2 masks): the
+        ones ``train.offset_lr_factor`` applies to. Empty for a plain R-FCN."""
+        layers = (m for m in self.modules() if isinstance(m, OffsetConv2d))
+        return [parameter for layer in layers for parameter in layer.parameters()]
 
 
 def _ground_truth(targets: list[dict[str, Tensor]]) -> tuple[list[Tensor], list[Tensor]]:
@@ -263,7 +276,14 @@ def _rois(proposals: list[Tensor]) -> Tensor:
 def build_model(cfg: ModelConfig) -> RFCN:
     """Wire an :class:`RFCN` from the model config (the one place config meets modules)."""
     backbone = build_backbone(
-        cfg.backbone, cfg.pretrained, cfg.atrous, cfg.frozen_bn, cfg.freeze_at, cfg.backbone_width
+        cfg.backbone,
+        cfg.pretrained,
+        cfg.atrous,
+        cfg.frozen_bn,
+        cfg.freeze_at,
+        cfg.backbone_width,
+        cfg.deformable_conv5,
+        cfg.deformable_conv5_groups,
     )
     anchors = AnchorGenerator(cfg.anchor_sizes, cfg.anchor_ratios, backbone.conv4_stride)
     rpn = RegionProposalNetwork(
@@ -288,6 +308,7 @@ def build_model(cfg: ModelConfig) -> RFCN:
         spatial_scale=1.0 / backbone.stride,
         ps_roi_mode=cfg.ps_roi_mode,
         init=cfg.head_init,
+        deformable=cfg.deformable_psroi,
     )
     transform = RFCNTransform(
         cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std

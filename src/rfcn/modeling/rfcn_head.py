@@ -2,17 +2,42 @@
 
 Every learnable layer is a convolution on the whole image, computed once; the per-RoI part is
 PS-RoI pooling and an average, with no learnable layer after it (paper §2).
+
+With ``deformable=True`` it is the head of Deformable ConvNets' R-FCN (Dai et al., ICCV 2017,
+§2.2 and its public code): two sibling 1x1 convs on the reduced features give offset maps, one
+offset group per class for the class maps (``2k²(C+1)`` channels) and one group for the box maps
+(``2k²``). PS-RoI pooling those maps without offsets gives each RoI's normalised bin offsets
+``(K, 2G, k, k)``; the class and box maps are then pooled by deformable PS-RoI pooling with
+those offsets (trans_std 0.1, 4x4 samples per bin). The offset convs start at zero, so training
+starts with every bin in its regular place.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from torch import Tensor, nn
 
-from rfcn.ops.ps_roi_pool import ps_roi_pool
+from rfcn.modeling.deformable_conv import OffsetConv2d
+from rfcn.ops import deform_ps_roi_pool, ps_roi_pool
 
 # Box deltas per RoI and bin, by box mode: class-agnostic (paper text, 4k² channels), the
 # original code's "agnostic" with a background and a foreground slot (8k²), class-specific (4k²C).
 BOX_MODES = ("agnostic", "agnostic8", "class")
+
+# The original deformable R-FCN's settings: bins move by offset * 0.1 * RoI size (the paper's
+# gamma), and each bin averages 4 x 4 bilinear samples (``sample_per_part``).
+DEFORMABLE_TRANS_STD = 0.1
+DEFORMABLE_SAMPLING_RATIO = 4
+
+
+class ScoreMaps(NamedTuple):
+    """The head's maps over the whole image (offset maps only for a deformable head)."""
+
+    cls: Tensor  # (B, k²(C+1), h, w), channel (c * k + i) * k + j: class c, bin (i, j)
+    box: Tensor  # (B, 4Mk², h, w)
+    cls_offsets: Tensor | None  # (B, 2k²(C+1), h, w): x, y offset maps per class, class-major
+    box_offsets: Tensor | None  # (B, 2k², h, w): one x, y pair for every box channel
 
 
 def num_box_slots(box_mode: str, num_classes: int) -> int:
@@ -47,6 +72,8 @@ class RFCNHead(nn.Module):
         init: "gaussian" (std 0.01 everywhere, the original prototxt's fillers) or "scaled"
             (He init for ``reduce``, std ``1/sqrt(head_channels)`` for ``cls_conv``; ``box_conv``
             keeps std 0.01 so the first boxes stay near the RoIs).
+        deformable: deformable PS-RoI pooling (module docstring); ``ps_roi_mode`` is then
+            unused.
     """
 
     def __init__(
@@ -59,6 +86,7 @@ class RFCNHead(nn.Module):
         spatial_scale: float,
         ps_roi_mode: str = "pool",
         init: str = "gaussian",
+        deformable: bool = False,
     ) -> None:
         super().__init__()
         if box_mode not in BOX_MODES:
@@ -83,32 +111,60 @@ class RFCNHead(nn.Module):
             # faster with this init (probe in the issue 5 note).
             nn.init.kaiming_normal_(self.reduce.weight, nonlinearity="relu")
             nn.init.normal_(self.cls_conv.weight, std=head_channels**-0.5)
+        self.deformable = deformable
+        self.trans_std = DEFORMABLE_TRANS_STD
+        if deformable:
+            self.cls_offset_conv = OffsetConv2d.zeros(
+                head_channels, 2 * k * k * (num_classes + 1), 1
+            )
+            self.box_offset_conv = OffsetConv2d.zeros(head_channels, 2 * k * k, 1)
 
-    def score_maps(self, conv5: Tensor) -> tuple[Tensor, Tensor]:
-        """``conv5 (B, C5, h, w)`` -> cls maps ``(B, k²(C+1), h, w)``, box maps ``(B, 4Mk², h, w)``.
-
-        Channel ``(c * k + i) * k + j`` of the class maps scores class c at bin (i, j).
-        """
+    def score_maps(self, conv5: Tensor) -> ScoreMaps:
+        """``conv5 (B, C5, h, w)`` -> the class and box maps (and offset maps if deformable)."""
         reduced = nn.functional.relu(self.reduce(conv5))
-        return self.cls_conv(reduced), self.box_conv(reduced)
+        cls_offsets = box_offsets = None
+        if self.deformable:
+            cls_offsets = self.cls_offset_conv(reduced)
+            box_offsets = self.box_offset_conv(reduced)
+        return ScoreMaps(self.cls_conv(reduced), self.box_conv(reduced), cls_offsets, box_offsets)
 
-    def vote(self, maps: Tensor, rois: Tensor) -> Tensor:
-        """PS-RoI pool ``maps`` over ``rois (K, 5)`` and average the k² bins: ``(K, D)``.
+    def bin_offsets(self, offset_maps: Tensor, rois: Tensor) -> Tensor:
+        """Normalised bin offsets ``(K, 2G, k, k)`` of ``rois (K, 5)``: ``offset_maps (B, 2Gk²,
+        h, w)`` PS-RoI pooled without offsets (channel 2g: x of group g, 2g + 1: y). Bin (i, j)
+        of group g moves by ``offset * trans_std`` times the RoI's width (x) and height (y)."""
+        return deform_ps_roi_pool(
+            offset_maps, rois, None, self.k, self.spatial_scale, DEFORMABLE_SAMPLING_RATIO
+        )
+
+    def pool(self, maps: Tensor, rois: Tensor, offset_maps: Tensor | None = None) -> Tensor:
+        """``maps (B, k²D, h, w)`` pooled over ``rois (K, 5)``: ``(K, D, k, k)``; by PS-RoI
+        pooling, or deformable PS-RoI pooling with the bin offsets of ``offset_maps``."""
+        if offset_maps is None:
+            return ps_roi_pool(maps, rois, self.k, self.spatial_scale, mode=self.ps_roi_mode)
+        return deform_ps_roi_pool(
+            maps,
+            rois,
+            self.bin_offsets(offset_maps, rois),
+            self.k,
+            self.spatial_scale,
+            DEFORMABLE_SAMPLING_RATIO,
+            self.trans_std,
+        )
+
+    def vote(self, maps: Tensor, rois: Tensor, offset_maps: Tensor | None = None) -> Tensor:
+        """Pool ``maps`` over ``rois (K, 5)`` (:meth:`pool`) and average the k² bins: ``(K, D)``.
 
         Eq. (2) of the paper sums the bins; we average, as the original code's global average
         pooling after the PS-RoI layer: the same up to the constant k², which only rescales the
         logits the layer before learns.
         """
-        pooled = ps_roi_pool(
-            maps, rois, self.k, self.spatial_scale, mode=self.ps_roi_mode
-        )  # (K, D, k, k)
-        return pooled.mean(dim=(2, 3))
+        return self.pool(maps, rois, offset_maps).mean(dim=(2, 3))
 
     def forward(self, conv5: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         """``conv5 (B, C5, h, w)``, ``rois (K, 5)`` as ``[image index, x1, y1, x2, y2]`` in
         network-input pixels -> class logits ``(K, C + 1)``, box deltas ``(K, M, 4)``.
         """
-        cls_maps, box_maps = self.score_maps(conv5)
-        class_logits = self.vote(cls_maps, rois)
-        box_deltas = self.vote(box_maps, rois).view(-1, self.num_box_slots, 4)
+        maps = self.score_maps(conv5)
+        class_logits = self.vote(maps.cls, rois, maps.cls_offsets)
+        box_deltas = self.vote(maps.box, rois, maps.box_offsets).view(-1, self.num_box_slots, 4)
         return class_logits, box_deltas

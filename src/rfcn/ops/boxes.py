@@ -78,12 +78,13 @@ def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     data-dependent guard ``torch.export`` cannot trace; the zero appended before ``max`` makes
     an empty input work too.
     """
-    if not _exporting():
+    if not is_exporting():
         return torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
     max_coordinate = torch.cat((boxes.reshape(-1), boxes.new_zeros(1))).max()
     offsets = groups.to(boxes.dtype) * (max_coordinate + 1)
     return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
-def _exporting() -> bool:
+def is_exporting() -> bool:
+    """Whether the code runs under ``torch.export``, TorchScript tracing or the ONNX exporter."""
     return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 MODES = ("pool", "align")
 
 # The original layer's lower bound on the RoI size in feature cells (avoids empty RoIs).
-_MIN_ROI_SIZE = 0.1
+MIN_ROI_SIZE = 0.1
 
 
 def ps_roi_pool(
@@ -124,6 +124,11 @@ def _check_arguments(
         raise ValueError(f"output_size must be >= 1, got {k}")
     if mode == "align" and sampling_ratio < 1:
         raise ValueError(f"sampling_ratio must be >= 1, got {sampling_ratio}")
+    check_pooling_inputs(features, rois, k)
+
+
+def check_pooling_inputs(features: Tensor, rois: Tensor, k: int) -> None:
+    """ValueError unless ``features`` is ``(B, k*k*D, H, W)`` and ``rois`` ``(K, 5)``."""
     if torch.jit.is_tracing():
         return  # sizes are traced tensors here; comparing them would bake the answer in
     if features.dim() != 4 or features.shape[1] % (k * k) != 0:
@@ -235,7 +240,7 @@ def _integer_bin_edges(start: Tensor, end: Tensor, k: int, size: int) -> tuple[T
     ``start``/``end`` are ``(K,)`` float64 RoI edges in feature cells; same arithmetic order
     as the original layer (``i * bin_size + start``) so edge cases round the same way.
     """
-    bin_size = ((end - start).clamp(min=_MIN_ROI_SIZE) / k).unsqueeze(1)  # (K, 1)
+    bin_size = ((end - start).clamp(min=MIN_ROI_SIZE) / k).unsqueeze(1)  # (K, 1)
     index = torch.arange(k, dtype=torch.float64, device=start.device)
     first = torch.floor(index * bin_size + start.unsqueeze(1))
     last = torch.ceil((index + 1) * bin_size + start.unsqueeze(1))

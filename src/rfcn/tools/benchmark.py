@@ -77,6 +77,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile of the backbone"
     )
+    parser.add_argument(
+        "--deformable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time Deformable R-FCN (deformable PS-RoI pooling, conv5, both) beside plain "
+        "R-FCN (default: on)",
+    )
+    parser.add_argument(
+        "--deformable-roi-counts", type=_counts, help="RoIs for those, default 300,2000"
+    )
     parser.set_defaults(func=run)
 
 
@@ -96,6 +106,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "train_roi_counts": args.train_roi_counts,
         "c4_training": args.c4_training,
         "batch_size": args.batch_size,
+        "deformable": args.deformable,
+        "deformable_roi_counts": args.deformable_roi_counts,
     }
     settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
     return replace(settings, max_size=max(settings.max_size, settings.size * 4 // 3 + 1))

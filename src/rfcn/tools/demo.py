@@ -8,7 +8,8 @@ One command shows the whole method working with no data, no weights and no GPU:
    ``OUT`` (``model_final.pt``, ``config.yaml``, ``metrics.jsonl``);
 3. evaluate on the held-out test split: VOC07 11-point mAP@0.5 and COCO AP;
 4. write ``metrics.json``, ``detections.png`` (test images with boxes), ``score_maps.png``
-   (paper Figures 3 and 4) and ``loss.png``.
+   (paper Figures 3 and 4) and ``loss.png``; with ``model.deformable_psroi`` also
+   ``deformable_parts.png`` (the Deformable ConvNets paper's Figure 7).
 
 ``rfcn train --config src/rfcn/configs/demo.yaml`` runs the same training.
 """
@@ -23,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -37,9 +39,9 @@ from rfcn.evaluation.evaluator import evaluate_detections
 from rfcn.evaluation.runner import detect_dataset, test_predictor
 from rfcn.files import write_image, write_json
 from rfcn.machine import describe_machine
-from rfcn.ops.ps_roi_pool import ps_roi_pool
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.visualize import (
+    deformable_parts_figure,
     draw_detections,
     image_grid,
     loss_figure,
@@ -72,7 +74,8 @@ QUICK_OVERRIDES = (
 )
 DETECTION_SCORE_THRESHOLD = 0.5  # boxes drawn in detections.png
 GRID_IMAGES = 12
-FIGURE_MIN_SIDE = 0.25  # of the image's shorter side, for the object of score_maps.png
+FIGURE_MIN_SIDE = 0.25  # of the image's shorter side, for the objects of the figures
+DEFORMABLE_PARTS = "deformable_parts.png"  # written for deformable PS-RoI pooling
 
 
 @dataclass
@@ -165,11 +168,12 @@ def detections_picture(run: RunResult) -> Image.Image:
     return image_grid(tiles, columns=4)
 
 
-def _figure_object(run: RunResult) -> tuple[str, int]:
-    """The test image and detection index the score-map figure shows: the most confident
-    detection whose shorter side spans at least :data:`FIGURE_MIN_SIDE` of the image (its
-    k×k bins then cover several score-map cells), else the most confident one."""
-    best: tuple[bool, float, str, int] | None = None
+def _figure_objects(run: RunResult, count: int) -> list[tuple[str, int]]:
+    """Test images and detection indices for the figures, at most one per image: the most
+    confident detections whose shorter side spans at least :data:`FIGURE_MIN_SIDE` of the
+    image (their k×k bins then cover several score-map cells), then the other most confident
+    ones."""
+    best: dict[str, tuple[bool, float, int]] = {}
     for index, image_id in enumerate(run.test_set.image_ids):
         found = run.detections[image_id]
         height, width = run.test_set.image_sizes[index]
@@ -178,12 +182,27 @@ def _figure_object(run: RunResult) -> tuple[str, int]:
         )
         for row in range(len(found["scores"])):
             large = bool(sides[row] >= FIGURE_MIN_SIDE * min(height, width))
-            candidate = (large, float(found["scores"][row]), image_id, row)
-            if best is None or candidate[:2] > best[:2]:
-                best = candidate
-    if best is None:
+            candidate = (large, float(found["scores"][row]), row)
+            if image_id not in best or candidate[:2] > best[image_id][:2]:
+                best[image_id] = candidate
+    if not best:
         raise UserError("demo", "the model detected nothing on the test split; train longer")
-    return best[2], best[3]
+    ranked = sorted(best, key=lambda image_id: best[image_id][:2], reverse=True)
+    return [(image_id, best[image_id][2]) for image_id in ranked[:count]]
+
+
+def _bin_shifts(
+    model: torch.nn.Module, maps: dict[str, Any], roi: torch.Tensor, label: int
+) -> np.ndarray | None:
+    """``(k, k, 2)`` shifts of ``roi``'s bins for class ``label`` as fractions of the RoI's
+    width and height (``offset * trans_std``), or None without deformable PS-RoI pooling.
+
+    ``maps`` is ``model.score_maps(image)``; ``roi`` ``(1, 5)`` in network pixels.
+    """
+    if "cls_offset_maps" not in maps:
+        return None
+    offsets = model.head.bin_offsets(maps["cls_offset_maps"][None], roi)[0]  # (2(C+1), k, k)
+    return (offsets[2 * label : 2 * label + 2] * model.head.trans_std).permute(1, 2, 0).numpy()
 
 
 @torch.no_grad()
@@ -191,7 +210,7 @@ def score_maps_picture(run: RunResult) -> Image.Image:
     """Figures 3 and 4 of the paper for one confidently detected test object: its class's
     k×k score maps, with an RoI on the object and the same RoI shifted half its width off it."""
     model, dataset = run.model, run.test_set
-    image_id, row = _figure_object(run)
+    ((image_id, row),) = _figure_objects(run, 1)
     found = run.detections[image_id]
     image, _ = dataset[dataset.image_ids.index(image_id)]
     label = int(found["labels"][row])
@@ -200,25 +219,26 @@ def score_maps_picture(run: RunResult) -> Image.Image:
     shift = width / 2 if float(box[2]) + width / 2 <= image.shape[-1] else -width / 2
     shifted = box + torch.tensor([shift, 0.0, shift, 0.0])
     maps = model.score_maps(image)
-    cls_maps = maps["cls_maps"]  # (k²(C+1), h, w)
+    cls_maps = maps["cls_maps"][None]  # (1, k²(C+1), h, w)
+    offset_maps = maps["cls_offset_maps"][None] if "cls_offset_maps" in maps else None
     k = model.head.k
     rows = []
     for title, roi_box in (("RoI on the object", box), ("RoI shifted off the object", shifted)):
         roi = torch.cat((torch.zeros(1), roi_box * maps["scale"]))[None]  # network pixels
-        bins = ps_roi_pool(
-            cls_maps[None], roi, k, model.head.spatial_scale, model.head.ps_roi_mode
-        )  # (1, C+1, k, k)
-        logits = model.head.vote(cls_maps[None], roi)[0]  # (C+1,)
-        rows.append(
-            {
-                "title": title,
-                "box": roi_box.tolist(),
-                "bins": bins[0, label].numpy(),
-                "vote": float(logits[label]),
-                "probability": float(logits.softmax(0)[label]),
-            }
-        )
-    class_maps = cls_maps.view(-1, k, k, *cls_maps.shape[-2:])[label]  # (k, k, h, w)
+        bins = model.head.pool(cls_maps, roi, offset_maps)  # (1, C+1, k, k)
+        logits = bins[0].mean(dim=(1, 2))  # (C+1,), the head's vote
+        entry = {
+            "title": title,
+            "box": roi_box.tolist(),
+            "bins": bins[0, label].numpy(),
+            "vote": float(logits[label]),
+            "probability": float(logits.softmax(0)[label]),
+        }
+        shifts = _bin_shifts(model, maps, roi, label)
+        if shifts is not None:
+            entry["shifts"] = shifts
+        rows.append(entry)
+    class_maps = cls_maps[0].view(-1, k, k, *cls_maps.shape[-2:])[label]  # (k, k, h, w)
     return score_map_figure(
         to_pil_image(image),
         dataset.class_names[label - 1],
@@ -228,6 +248,30 @@ def score_maps_picture(run: RunResult) -> Image.Image:
     )
 
 
+@torch.no_grad()
+def deformable_parts_picture(run: RunResult, count: int = 6) -> Image.Image:
+    """The Deformable ConvNets paper's Figure 7 on ``count`` confidently detected test objects:
+    each detection as an RoI, with its class's k×k bins where deformable PS-RoI pooling moved
+    them. Needs ``model.deformable_psroi``."""
+    model, dataset = run.model, run.test_set
+    panels = []
+    for image_id, row in _figure_objects(run, count):
+        found = run.detections[image_id]
+        image, _ = dataset[dataset.image_ids.index(image_id)]
+        label = int(found["labels"][row])
+        maps = model.score_maps(image)
+        roi = torch.cat((torch.zeros(1), found["boxes"][row] * maps["scale"]))[None]
+        shifts = _bin_shifts(model, maps, roi, label)
+        if shifts is None:
+            raise UserError("model.deformable_psroi", "the picture needs deformable PS-RoI pooling")
+        title = f"{dataset.class_names[label - 1]} {float(found['scores'][row]):.2f}"
+        panels.append(
+            {"image": to_pil_image(image), "box": found["boxes"][row].tolist(), "shifts": shifts,
+             "title": title}
+        )  # fmt: skip
+    return deformable_parts_figure(panels)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -235,7 +279,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Generate a synthetic shapes dataset, train an R-FCN on a half-width ResNet-18 from "
             "scratch on it (about 9 min on 2 CPU cores), evaluate on the held-out split and write "
-            "metrics.json, detections.png, score_maps.png, loss.png and the checkpoint."
+            "metrics.json, detections.png, score_maps.png, loss.png (and, with "
+            "model.deformable_psroi, deformable_parts.png) and the checkpoint."
         ),
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
@@ -265,6 +310,10 @@ def run(args: argparse.Namespace) -> int:
     write_image(out / "detections.png", detections_picture(result))
     write_image(out / "score_maps.png", score_maps_picture(result))
     write_image(out / "loss.png", loss_figure(result.history))
+    pictures = "metrics.json, detections.png, score_maps.png, loss.png"
+    if cfg.model.deformable_psroi:
+        write_image(out / DEFORMABLE_PARTS, deformable_parts_picture(result))
+        pictures += f", {DEFORMABLE_PARTS}"
     metrics = {**result.metrics, "total_seconds": round(time.perf_counter() - started, 1)}
     metrics["checkpoint"] = str(result.checkpoint)
     write_json(out / "metrics.json", metrics)
@@ -273,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
         f"COCO AP {_fraction(metrics['coco_AP'])} on "
         f"{metrics['test_images']} test images; trained {metrics['iterations']} iterations in "
         f"{metrics['train_seconds']:.0f} s, {metrics['total_seconds']:.0f} s in all. "
-        f"Wrote {out}/metrics.json, detections.png, score_maps.png, loss.png"
+        f"Wrote {out}/{pictures}"
     )
     return 0
 
