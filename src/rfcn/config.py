@@ -42,6 +42,12 @@ class ModelConfig:
     head_init: str = "gaussian"
     box_mode: str = "agnostic"  # "agnostic" (4k^2), "agnostic8" (8k^2), "class" (4k^2 C)
     ps_roi_mode: str = "pool"  # "pool" (paper Eq. 1) or "align" (bilinear)
+    ps_roi_sampling_ratio: int = 2  # "align" only: bilinear samples per bin side (>= 1)
+    # "rfcn": the position-sensitive head (paper §2); "c4": the Faster R-CNN counterpart of the
+    # paper's Tables 1 and 3 (RoI pooling on conv4, conv5 and fc layers per RoI, rfcn.modeling.
+    # c4_baseline), trained and run by the same code; k, head_channels, head_init and the
+    # ps_roi settings are then unused
+    head: str = "rfcn"
     # RPN (Faster R-CNN), on conv4
     anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -278,6 +284,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 _CHOICES = {
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.box_mode": ("agnostic", "agnostic8", "class"),
+    "model.head": ("rfcn", "c4"),
     "model.head_init": ("gaussian", "scaled"),
     "model.ps_roi_mode": ("pool", "align"),
     "data.format": ("voc", "coco", "synthetic"),
@@ -296,6 +303,7 @@ def validate(cfg: Config) -> None:
             raise UserError(dotted, f"{value!r} is not one of {', '.join(allowed)}")
     positive = {
         "model.k": cfg.model.k,
+        "model.ps_roi_sampling_ratio": cfg.model.ps_roi_sampling_ratio,
         "model.num_classes": cfg.model.num_classes,
         "model.max_size": cfg.model.max_size,
         "train.iterations": cfg.train.iterations,

@@ -1,31 +1,39 @@
+import pytest
 import torch
 from torchvision.ops import roi_pool
 
 from rfcn.config import ModelConfig
 from rfcn.modeling.backbone import build_backbone
-from rfcn.modeling.c4_baseline import C4Head, build_c4_detector, build_c4_head
+from rfcn.modeling.c4_baseline import C4Head, build_c4_detector, move_conv5_into_c4_head
 from rfcn.modeling.rfcn import build_model
 
 
-def _head(num_classes: int = 3) -> tuple:
+def _head(num_classes: int = 3, width: int = 64) -> tuple:
     torch.manual_seed(0)
-    backbone = build_backbone("resnet18", atrous=True)
-    return backbone, build_c4_head(backbone, "resnet18", num_classes, frozen_bn=True).eval()
+    cfg = ModelConfig(backbone="resnet18", num_classes=num_classes, backbone_width=width)
+    backbone = build_backbone("resnet18", atrous=True, width=width)
+    atrous_conv5 = backbone.conv5
+    head = move_conv5_into_c4_head(backbone, cfg, "class").eval()
+    return atrous_conv5, backbone, head
 
 
-def test_conv5_keeps_stride_2_and_takes_the_backbone_weights() -> None:
-    backbone, head = _head()
+@pytest.mark.parametrize("width", [64, 32])
+def test_conv5_keeps_stride_2_and_takes_the_backbone_weights(width: int) -> None:
+    atrous_conv5, backbone, head = _head(width=width)
+    assert isinstance(backbone.conv5, torch.nn.Identity)  # conv4 goes to the head
     assert head.conv5[0].conv1.stride == (2, 2)
-    assert backbone.conv5[0].conv1.stride == (1, 1)  # R-FCN's à trous conv5
+    assert head.conv5[0].downsample[0].stride == (2, 2)
+    assert atrous_conv5[0].conv1.stride == (1, 1)  # R-FCN's à trous conv5
     dilations = {m.dilation for m in head.conv5.modules() if isinstance(m, torch.nn.Conv2d)}
     assert dilations == {(1, 1)}
-    for name, weight in backbone.conv5.state_dict().items():
+    assert head.cls_score.in_features == 8 * width
+    for name, weight in atrous_conv5.state_dict().items():
         assert torch.equal(head.conv5.state_dict()[name], weight)
 
 
 def test_each_roi_goes_through_conv5_alone() -> None:
     """Batched RoIs give what one RoI at a time through pool -> conv5 -> mean -> fc gives."""
-    _, head = _head(num_classes=3)
+    _, _, head = _head(num_classes=3)
     features = torch.randn(2, 256, 20, 30)
     rois = torch.tensor(
         [

@@ -34,7 +34,7 @@ FORMAT_VERSION = 1
 
 # Model settings that change which parameters exist or their shapes; a difference in one of
 # them explains a failed load better than a list of tensor names.
-_STRUCTURE_KEYS = ("backbone", "k", "head_channels", "box_mode")
+_STRUCTURE_KEYS = ("backbone", "head", "k", "head_channels", "box_mode")
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:

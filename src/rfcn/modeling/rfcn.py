@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from rfcn.config import ModelConfig
 from rfcn.modeling.anchors import AnchorGenerator
 from rfcn.modeling.backbone import ResNetBackbone, build_backbone
+from rfcn.modeling.c4_baseline import C4Head, move_conv5_into_c4_head
 from rfcn.modeling.losses import head_losses, ohem_select, per_roi_losses
 from rfcn.modeling.matching import Matcher
 from rfcn.modeling.postprocess import postprocess_detections
@@ -49,7 +50,8 @@ class RFCN(nn.Module):
         transform: resize / normalise / pad.
         backbone: ResNet trunk (conv1-4) and conv5.
         rpn: region proposal network on conv4.
-        head: position-sensitive score maps and voting on conv5.
+        head: position-sensitive score maps and voting on conv5, or the Faster R-CNN C4 head
+            (:mod:`rfcn.modeling.c4_baseline`; the backbone's conv5 is then the identity).
         head_box_coder: coder of the head's deltas.
         roi_matcher: labels RoIs (fg IoU 0.5, bg in [bg_iou_low, 0.5)).
         ohem: train the head on the ``ohem_batch_per_image`` hardest RoIs of all N (paper §2);
@@ -63,7 +65,7 @@ class RFCN(nn.Module):
         transform: RFCNTransform,
         backbone: ResNetBackbone,
         rpn: RegionProposalNetwork,
-        head: RFCNHead,
+        head: RFCNHead | C4Head,
         head_box_coder: BoxCoder,
         roi_matcher: Matcher,
         ohem: bool,
@@ -279,16 +281,21 @@ def build_model(cfg: ModelConfig) -> RFCN:
         positive_fraction=cfg.rpn_positive_fraction,
         box_weights=cfg.rpn_box_weights,
     )
-    head = RFCNHead(
-        backbone.conv5_channels,
-        cfg.head_channels,
-        cfg.num_classes,
-        cfg.k,
-        cfg.box_mode,
-        spatial_scale=1.0 / backbone.stride,
-        ps_roi_mode=cfg.ps_roi_mode,
-        init=cfg.head_init,
-    )
+    head: RFCNHead | C4Head
+    if cfg.head == "c4":
+        head = move_conv5_into_c4_head(backbone, cfg, cfg.box_mode)
+    else:
+        head = RFCNHead(
+            backbone.conv5_channels,
+            cfg.head_channels,
+            cfg.num_classes,
+            cfg.k,
+            cfg.box_mode,
+            spatial_scale=1.0 / backbone.stride,
+            ps_roi_mode=cfg.ps_roi_mode,
+            init=cfg.head_init,
+            sampling_ratio=cfg.ps_roi_sampling_ratio,
+        )
     transform = RFCNTransform(
         cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std
     )

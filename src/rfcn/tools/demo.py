@@ -204,7 +204,12 @@ def score_maps_picture(run: RunResult) -> Image.Image:
     for title, roi_box in (("RoI on the object", box), ("RoI shifted off the object", shifted)):
         roi = torch.cat((torch.zeros(1), roi_box * maps["scale"]))[None]  # network pixels
         bins = ps_roi_pool(
-            cls_maps[None], roi, k, model.head.spatial_scale, model.head.ps_roi_mode
+            cls_maps[None],
+            roi,
+            k,
+            model.head.spatial_scale,
+            model.head.ps_roi_mode,
+            model.head.sampling_ratio,
         )  # (1, C+1, k, k)
         logits = model.head.vote(cls_maps[None], roi)[0]  # (C+1,)
         rows.append(
