@@ -43,6 +43,8 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model:\n  k: three\n", "model.k: expected an integer"),
         ("model:\n  k: 0\n", "model.k: must be positive"),
         ("model:\n  box_mode: diagonal\n", "model.box_mode: 'diagonal' is not one of"),
+        ("model:\n  head: fpn\n", "model.head: 'fpn' is not one of rfcn, c4"),
+        ("model:\n  ps_roi_sampling_ratio: 0\n", "model.ps_roi_sampling_ratio: must be positive"),
         ("model: [1, 2\n", "malformed YAML"),
         ("- 1\n- 2\n", "a config file must be a mapping"),
         ("model:\n  atrous: 1\n", "model.atrous: expected true or false"),
