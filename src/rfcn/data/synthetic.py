@@ -12,6 +12,11 @@ is hard in the ways R-FCN's position-sensitive score maps address (paper §2, Fi
 - sizes span ``OBJECT_SIZE_RANGE`` of the image side (26 to 230 px at 256 px), with varied aspect
   ratio and rotation, on gradients with soft blobs and lines of other colours.
 
+A small-object variant is chosen by config: ``data.synthetic_object_px: [10, 48]`` draws objects
+whose longer side spans 10 to 48 px whatever the image size (in 384-px images most span one to
+three cells of a stride-16 score map), and ``data.synthetic_max_objects`` puts more of them in an
+image. With both at their defaults the images and boxes are the demo's, bit for bit.
+
 Every image is drawn from its own random stream, ``(seed, split, index)``, so the train and test
 splits never share a stream and a split is the same whatever order it is generated in. Boxes are
 the tight boxes of each object's visible pixels, written as VOC does (1-based, inclusive) and
@@ -72,8 +77,13 @@ class SyntheticObject:
     area: int
 
 
-def object_size_range(image_size: int) -> tuple[int, int]:
-    """The smallest and largest longer side (px) of a whole object in an image of this side."""
+def object_size_range(
+    image_size: int, object_px: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """The smallest and largest longer side (px) of a whole object in an image of this side:
+    ``object_px`` when given, else :data:`OBJECT_SIZE_RANGE` of the image side."""
+    if object_px is not None:
+        return object_px
     low, high = OBJECT_SIZE_RANGE
     return max(8, round(low * image_size)), round(high * image_size)
 
@@ -193,13 +203,21 @@ def _place(
 
 
 def render_image(
-    seed: int, split: str, index: int, size: int, draw_objects: bool = True
+    seed: int,
+    split: str,
+    index: int,
+    size: int,
+    draw_objects: bool = True,
+    object_px: tuple[int, int] | None = None,
+    max_objects: int = MAX_OBJECTS,
 ) -> tuple[Image.Image, list[SyntheticObject]]:
     """Draw image ``index`` of ``split``: an RGB ``size x size`` image and its objects.
 
     The background, the objects and the final lines and noise come from separate random
     streams, so ``draw_objects=False`` gives the same picture without the objects (the
-    tests compare the two to check that the boxes cover what was drawn).
+    tests compare the two to check that the boxes cover what was drawn). ``object_px``
+    (:func:`object_size_range`) and ``max_objects`` (1 to that many objects are tried) choose
+    the small-object variant.
     """
     streams = np.random.SeedSequence([seed, _SPLIT_CODES[split], index]).spawn(3)
     background_rng, object_rng, finish_rng = (np.random.default_rng(s) for s in streams)
@@ -209,8 +227,8 @@ def render_image(
     labels: list[int] = []
     full_boxes: list[tuple[int, int, int, int]] = []
     colours: list[np.ndarray] = []
-    low, high = object_size_range(size)
-    for _ in range(int(object_rng.integers(1, MAX_OBJECTS + 1)) if draw_objects else 0):
+    low, high = object_size_range(size, object_px)
+    for _ in range(int(object_rng.integers(1, max_objects + 1)) if draw_objects else 0):
         neighbour = None
         if labels and object_rng.random() < NEIGHBOUR_PROBABILITY:
             neighbour = int(object_rng.integers(len(labels)))
@@ -305,6 +323,8 @@ def _manifest(cfg: DataConfig) -> dict[str, object]:
         "train_images": cfg.synthetic_train_images,
         "test_images": cfg.synthetic_test_images,
         "seed": cfg.synthetic_seed,
+        "object_px": list(cfg.synthetic_object_px),
+        "max_objects": cfg.synthetic_max_objects,
     }
 
 
@@ -338,18 +358,30 @@ def _coco_instances(
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
+def configured_object_px(cfg: DataConfig) -> tuple[int, int] | None:
+    """``data.synthetic_object_px`` as ``(smallest, largest)`` (checked by
+    :func:`rfcn.config.validate`), or None for the default sizes."""
+    if not cfg.synthetic_object_px:
+        return None
+    smallest, largest = cfg.synthetic_object_px
+    return smallest, largest
+
+
 def write_synthetic_dataset(root: Path, cfg: DataConfig) -> None:
     """Generate both splits into the empty or new folder ``root``: VOC layout, a COCO
     instances JSON per split (:data:`COCO_JSON`) and the manifest."""
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main", "annotations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     size = cfg.synthetic_image_size
+    object_px = configured_object_px(cfg)
     counts = {TRAIN_SPLIT: cfg.synthetic_train_images, TEST_SPLIT: cfg.synthetic_test_images}
     for split, count in counts.items():
         split_objects = []
         for index in range(count):
             image_id = f"{split}_{index:06d}"
-            image, objects = render_image(cfg.synthetic_seed, split, index, size)
+            image, objects = render_image(
+                cfg.synthetic_seed, split, index, size, True, object_px, cfg.synthetic_max_objects
+            )
             image.save(root / "JPEGImages" / f"{image_id}.jpg", quality=92)
             xml = _annotation_xml(image_id, size, objects)
             (root / "Annotations" / f"{image_id}.xml").write_bytes(xml)
@@ -373,7 +405,12 @@ def ensure_synthetic_dataset(root: Path, cfg: DataConfig) -> Path:
     dataset is left alone (UserError), never deleted.
     """
     root = Path(root)
-    for name in ("synthetic_train_images", "synthetic_test_images", "synthetic_image_size"):
+    for name in (
+        "synthetic_train_images",
+        "synthetic_test_images",
+        "synthetic_image_size",
+        "synthetic_max_objects",
+    ):
         if getattr(cfg, name) <= 0:
             raise UserError(f"data.{name}", f"must be positive, got {getattr(cfg, name)}")
     wanted = _manifest(cfg)
