@@ -170,7 +170,7 @@ def test_small_object_variant_draws_objects_of_the_given_pixel_sizes() -> None:
             fx1, fy1, fx2, fy2 = obj.full_box
             assert 10 <= max(fx2 - fx1, fy2 - fy1) <= 48
     assert (counts > 0).all(), f"every class appears: {counts}"
-    assert 1 <= min(objects_per_image) and max(objects_per_image) > 4  # more than the default
+    assert min(objects_per_image) >= 1 and max(objects_per_image) > 4  # more than the default
 
 
 def test_small_object_dataset_follows_the_config(tmp_path: Path) -> None:
@@ -191,5 +191,5 @@ def test_small_object_dataset_follows_the_config(tmp_path: Path) -> None:
 def test_bad_object_sizes_are_refused_by_name(sizes: list[int]) -> None:
     from rfcn.config import config_from_dict
 
-    with pytest.raises(UserError, match="data.synthetic_object_px"):
+    with pytest.raises(UserError, match=r"data\.synthetic_object_px"):
         config_from_dict({"data": {"synthetic_image_size": 384, "synthetic_object_px": sizes}})

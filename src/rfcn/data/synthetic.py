@@ -77,9 +77,7 @@ class SyntheticObject:
     area: int
 
 
-def object_size_range(
-    image_size: int, object_px: tuple[int, int] | None = None
-) -> tuple[int, int]:
+def object_size_range(image_size: int, object_px: tuple[int, int] | None = None) -> tuple[int, int]:
     """The smallest and largest longer side (px) of a whole object in an image of this side:
     ``object_px`` when given, else :data:`OBJECT_SIZE_RANGE` of the image side."""
     if object_px is not None:
