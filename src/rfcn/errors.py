@@ -21,3 +21,7 @@ class UserError(Exception):
         self.source = "" if source is None else str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
+
+    def __reduce__(self) -> tuple[type[UserError], tuple[str, str]]:
+        # Rebuilt from both parts when it crosses a process boundary (a parallel run's error).
+        return type(self), (self.source, self.problem)
