@@ -110,3 +110,46 @@ def test_c4_detector_has_the_rfcn_output_format_and_trains() -> None:
     assert all(torch.isfinite(v) for v in losses.values())
     assert c4.head.cls_score.weight.grad is not None
     assert c4.head.conv5[0].conv1.weight.grad.abs().sum() > 0
+
+
+def test_ohem_ranking_pass_gives_the_single_pass_losses_and_gradients() -> None:
+    """With frozen BatchNorm each RoI's conv5 output is independent of the others, so ranking
+    in a read-only pass and re-running the chosen RoIs must give what one pass over every RoI
+    gives: the same losses and the same gradients."""
+    cfg, _, _ = _tiny_pair()
+    cfg.head, cfg.box_mode = "c4", "class"
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    assert model.ohem_ranking_pass
+    images = [torch.rand(3, 90, 120), torch.rand(3, 100, 80)]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.tensor([[5.0, 20.0, 50.0, 90.0]]), "labels": torch.tensor([1])},
+    ]
+    results = {}
+    for ranking_pass in (True, False):
+        model.ohem_ranking_pass = ranking_pass
+        model.zero_grad()
+        torch.manual_seed(1)  # the RPN samples its anchors
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[ranking_pass] = (losses, grads)
+    (two_pass, two_grads), (one_pass, one_grads) = results[True], results[False]
+    for name in two_pass:
+        torch.testing.assert_close(two_pass[name], one_pass[name])
+    assert two_grads.keys() == one_grads.keys()
+    for name in two_grads:
+        torch.testing.assert_close(two_grads[name], one_grads[name], atol=1e-6, rtol=1e-4)
+
+
+def test_ranking_pass_leaves_batchnorm_statistics_alone() -> None:
+    from rfcn.modeling.c4_baseline import kept_running_stats
+
+    layer = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    before = {name: b.clone() for name, b in layer.named_buffers()}
+    with torch.no_grad(), kept_running_stats(layer):
+        layer(torch.randn(5, 3, 8, 8) + 3.0)
+    assert all(torch.equal(b, before[name]) for name, b in layer.named_buffers())
+    layer(torch.randn(5, 3, 8, 8) + 3.0)
+    assert not torch.equal(layer[1].running_mean, before["1.running_mean"])

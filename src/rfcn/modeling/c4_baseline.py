@@ -24,7 +24,9 @@ Shapes: ``conv4`` ``(B, C4, H/16, W/16)`` (C4 = 1024 for ResNet-50/101/152, 256 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
@@ -80,6 +82,23 @@ class C4Head(nn.Module):
         vectors = per_roi.mean(dim=(2, 3))  # (K, C5)
         deltas = self.bbox_pred(vectors).view(-1, self.num_box_slots, 4)  # (K, M, 4)
         return self.cls_score(vectors), deltas
+
+
+@contextlib.contextmanager
+def kept_running_stats(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in training mode without its BatchNorm layers' running statistics
+    changing (OHEM's read-only ranking pass, :meth:`rfcn.modeling.rfcn.RFCN._head_losses`)."""
+    saved = {
+        name: buffer.clone()
+        for name, buffer in module.named_buffers()
+        if name.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")
+    }
+    try:
+        yield
+    finally:
+        buffers = dict(module.named_buffers())
+        for name, value in saved.items():
+            buffers[name].copy_(value)
 
 
 def move_conv5_into_c4_head(backbone: ResNetBackbone, cfg: ModelConfig, box_mode: str) -> C4Head:
