@@ -45,8 +45,9 @@ class ModelConfig:
     ps_roi_sampling_ratio: int = 2  # "align" only: bilinear samples per bin side (>= 1)
     # "rfcn": the position-sensitive head (paper §2); "c4": the Faster R-CNN counterpart of the
     # paper's Tables 1 and 3 (RoI pooling on conv4, conv5 and fc layers per RoI, rfcn.modeling.
-    # c4_baseline), trained and run by the same code; k, head_channels, head_init and the
-    # ps_roi settings are then unused
+    # c4_baseline), trained and run by the same code; k, head_channels and head_init are then
+    # unused, and ps_roi_mode chooses its RoI pooling: "pool" (RoIPool, the paper's) or
+    # "align" (RoIAlign with ps_roi_sampling_ratio)
     head: str = "rfcn"
     # RPN (Faster R-CNN), on conv4
     anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)

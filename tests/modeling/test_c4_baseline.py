@@ -1,6 +1,6 @@
 import pytest
 import torch
-from torchvision.ops import roi_pool
+from torchvision.ops import roi_align, roi_pool
 
 from rfcn.config import ModelConfig
 from rfcn.modeling.backbone import build_backbone
@@ -51,6 +51,27 @@ def test_each_roi_goes_through_conv5_alone() -> None:
             vector = head.conv5(pooled).mean(dim=(2, 3))
             torch.testing.assert_close(logits[row], head.cls_score(vector)[0])
             torch.testing.assert_close(deltas[row].flatten(), head.bbox_pred(vector)[0])
+
+
+def test_align_pooling_feeds_roi_align_samples_to_conv5() -> None:
+    """``model.ps_roi_mode: align`` gives the C4 head RoIAlign (aligned, the configured
+    sampling ratio) instead of RoI pooling; everything after the pooling is the same."""
+    cfg = ModelConfig(
+        backbone="resnet18", num_classes=2, head="c4", box_mode="class", ps_roi_mode="align",
+        ps_roi_sampling_ratio=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    head = build_model(cfg).head.eval()
+    assert (head.pooling, head.sampling_ratio) == ("align", 3)
+    features = torch.randn(1, 256, 12, 12)
+    rois = torch.tensor([[0.0, 10.0, 12.0, 42.0, 40.0]])  # about 2 x 2 cells
+    with torch.no_grad():
+        logits, _ = head(features, rois)
+        pooled = roi_align(features, rois, 14, 1 / 16, sampling_ratio=3, aligned=True)
+        expected = head.cls_score(head.conv5(pooled).mean(dim=(2, 3)))
+        torch.testing.assert_close(logits, expected)
+        head.pooling = "pool"
+        assert not torch.allclose(head(features, rois)[0], expected)
 
 
 def _tiny_pair() -> tuple:

@@ -74,5 +74,9 @@ def test_quick_ablation_with_seeds_resumes_and_summarises(
             assert run["iterations"] == 2
             assert (Path(run["folder"]) / "model_final.pt").is_file()
     assert {d["variant"] for d in result["differences"]} == {"c4"}
-    assert result["overrides"]["c4"] == ["model.head=c4", "model.box_mode=class"]
+    assert result["overrides"]["c4"] == [
+        "model.head=c4",
+        "model.box_mode=class",
+        "model.ps_roi_mode=pool",
+    ]
     assert "mean ± sd over seeds" in printed and "every run" in printed

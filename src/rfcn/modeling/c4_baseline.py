@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
-from torchvision.ops import roi_pool
+from torchvision.ops import roi_align, roi_pool
 
 from rfcn.config import ModelConfig
 from rfcn.modeling.backbone import ResNetBackbone, build_backbone
@@ -55,14 +55,27 @@ class C4Head(nn.Module):
         num_classes: ``C`` foreground classes; the classifier predicts ``C + 1``.
         box_mode: "class" (Faster R-CNN's ``4C`` regressor), "agnostic" or "agnostic8"
             (:data:`~rfcn.modeling.rfcn_head.BOX_MODES`).
+        pooling: "pool" (RoI pooling: max over quantised bins, the paper's C4) or "align"
+            (RoIAlign, ``aligned=True``: averages of bilinear samples, as in Mask R-CNN).
+        sampling_ratio: RoIAlign's samples per bin side.
     """
 
     def __init__(
-        self, conv5: nn.Module, conv5_channels: int, num_classes: int, box_mode: str = "class"
+        self,
+        conv5: nn.Module,
+        conv5_channels: int,
+        num_classes: int,
+        box_mode: str = "class",
+        pooling: str = "pool",
+        sampling_ratio: int = 2,
     ) -> None:
         super().__init__()
+        if pooling not in ("pool", "align"):
+            raise ValueError(f"pooling must be 'pool' or 'align', got {pooling!r}")
         self.num_classes = num_classes
         self.box_mode = box_mode
+        self.pooling = pooling
+        self.sampling_ratio = sampling_ratio
         self.num_box_slots = num_box_slots(box_mode, num_classes)
         self.conv5 = conv5
         self.cls_score = nn.Linear(conv5_channels, num_classes + 1)
@@ -75,9 +88,12 @@ class C4Head(nn.Module):
 
     def forward(self, conv4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         """``conv4 (B, C4, h, w)``, ``rois (K, 5)`` -> logits ``(K, C+1)``, deltas ``(K, M, 4)``."""
-        pooled = roi_pool(
-            conv4, rois, output_size=POOL_SIZE, spatial_scale=1.0 / CONV4_STRIDE
-        )  # (K, C4, 14, 14)
+        if self.pooling == "pool":
+            pooled = roi_pool(conv4, rois, POOL_SIZE, 1.0 / CONV4_STRIDE)  # (K, C4, 14, 14)
+        else:
+            pooled = roi_align(
+                conv4, rois, POOL_SIZE, 1.0 / CONV4_STRIDE, self.sampling_ratio, aligned=True
+            )
         per_roi = self.conv5(pooled)  # (K, C5, 7, 7)
         vectors = per_roi.mean(dim=(2, 3))  # (K, C5)
         deltas = self.bbox_pred(vectors).view(-1, self.num_box_slots, 4)  # (K, M, 4)
@@ -101,7 +117,9 @@ def kept_running_stats(module: nn.Module) -> Iterator[None]:
             buffers[name].copy_(value)
 
 
-def move_conv5_into_c4_head(backbone: ResNetBackbone, cfg: ModelConfig, box_mode: str) -> C4Head:
+def move_conv5_into_c4_head(
+    backbone: ResNetBackbone, cfg: ModelConfig, box_mode: str, pooling: str = "pool"
+) -> C4Head:
     """A :class:`C4Head` whose stride-2 conv5 carries the weights of ``backbone``'s conv5;
     ``backbone``'s own conv5 becomes the identity, so the backbone hands conv4 to the head.
 
@@ -109,7 +127,8 @@ def move_conv5_into_c4_head(backbone: ResNetBackbone, cfg: ModelConfig, box_mode
         backbone: R-FCN's backbone built from ``cfg`` (its conv5 may be à trous; only the
             weights are taken).
         cfg: the model config ``backbone`` was built from (ResNet name, width, BatchNorm).
-        box_mode: the head's box regression (:class:`C4Head`).
+        box_mode, pooling: the head's box regression and RoI pooling (:class:`C4Head`; the
+            sampling ratio of "align" is ``cfg.ps_roi_sampling_ratio``).
     """
     conv5 = build_backbone(
         cfg.backbone,
@@ -121,7 +140,14 @@ def move_conv5_into_c4_head(backbone: ResNetBackbone, cfg: ModelConfig, box_mode
     conv5.load_state_dict(backbone.conv5.state_dict())
     conv5.requires_grad_(any(p.requires_grad for p in backbone.conv5.parameters()))
     backbone.conv5 = nn.Identity()
-    return C4Head(conv5, backbone.conv5_channels, cfg.num_classes, box_mode)
+    return C4Head(
+        conv5,
+        backbone.conv5_channels,
+        cfg.num_classes,
+        box_mode,
+        pooling,
+        cfg.ps_roi_sampling_ratio,
+    )
 
 
 def build_c4_detector(rfcn: RFCN, cfg: ModelConfig) -> RFCN:

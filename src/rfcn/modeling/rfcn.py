@@ -318,7 +318,7 @@ def build_model(cfg: ModelConfig) -> RFCN:
     )
     head: RFCNHead | C4Head
     if cfg.head == "c4":
-        head = move_conv5_into_c4_head(backbone, cfg, cfg.box_mode)
+        head = move_conv5_into_c4_head(backbone, cfg, cfg.box_mode, cfg.ps_roi_mode)
     else:
         head = RFCNHead(
             backbone.conv5_channels,

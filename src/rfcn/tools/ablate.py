@@ -45,8 +45,15 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # box regression: one class-agnostic box against one box per class
     "agnostic_boxes": ("model.box_mode=agnostic",),
     "class_boxes": ("model.box_mode=class",),
-    # the Faster R-CNN C4 counterpart with the same recipe (paper Tables 1 and 3)
-    "c4": ("model.head=c4", "model.box_mode=class"),
+    # the Faster R-CNN C4 counterpart with the same recipe (paper Tables 1 and 3), with the
+    # paper's RoI pooling or with RoIAlign (2 x 2 samples per bin)
+    "c4": ("model.head=c4", "model.box_mode=class", "model.ps_roi_mode=pool"),
+    "c4_align": (
+        "model.head=c4",
+        "model.box_mode=class",
+        "model.ps_roi_mode=align",
+        "model.ps_roi_sampling_ratio=2",
+    ),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 
