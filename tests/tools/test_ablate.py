@@ -51,7 +51,7 @@ def test_quick_ablation_with_seeds_resumes_and_summarises(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "ablation"
-    argv = ["--out", str(out), "--quick", "--threads", "1", "--no-progress",
+    argv = ["--out", str(out), "--quick", "--threads", "1", "--no-progress", "--jobs", "2",
             "--iterations", "2", "--variants", "k3", "c4", "--seeds", "2"]  # fmt: skip
     threads = torch.get_num_threads()
     try:

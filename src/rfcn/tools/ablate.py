@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rfcn.config import Config, config_to_dict
+from rfcn.data.synthetic import ensure_synthetic_dataset
 from rfcn.engine.experiments import FinishedRun, plan_runs, run_experiment
 from rfcn.errors import UserError
 from rfcn.evaluation.seed_stats import METRICS, format_summary, summarize
@@ -89,6 +90,9 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     seeds = list(range(first_seed, first_seed + args.seeds))
     runs = plan_runs(args.out, variants, seeds, make_config)
     _check_same_data([run.cfg for run in runs])
+    if runs[0].cfg.data.format == "synthetic":
+        # once, here: parallel runs would each generate the shared folder
+        ensure_synthetic_dataset(Path(runs[0].cfg.data.roots[0]), runs[0].cfg.data)
 
     def report(finished: FinishedRun) -> None:
         metrics, run = finished.metrics, finished.run
