@@ -47,6 +47,8 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model:\n  k: three\n", "model.k: expected an integer"),
         ("model:\n  k: 0\n", "model.k: must be positive"),
         ("model:\n  box_mode: diagonal\n", "model.box_mode: 'diagonal' is not one of"),
+        ("model:\n  head: fpn\n", "model.head: 'fpn' is not one of rfcn, c4"),
+        ("model:\n  ps_roi_sampling_ratio: 0\n", "model.ps_roi_sampling_ratio: must be positive"),
         ("model: [1, 2\n", "malformed YAML"),
         ("- 1\n- 2\n", "a config file must be a mapping"),
         ("model:\n  atrous: 1\n", "model.atrous: expected true or false"),
@@ -58,6 +60,10 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model:\n  deformable_conv5_groups: 0\n", "model.deformable_conv5_groups: must be"),
         ("model:\n  deformable_psroi: yes please\n", "model.deformable_psroi: expected true"),
         ("train:\n  offset_lr_factor: -1\n", "train.offset_lr_factor: must be >= 0"),
+        (
+            "model:\n  head: c4\n  deformable_psroi: true\n",
+            "model.deformable_psroi: is a setting of the R-FCN head",
+        ),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

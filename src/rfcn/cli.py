@@ -21,6 +21,7 @@ TOOL_MODULES = {
     "detect": "rfcn.tools.detect",
     "demo": "rfcn.tools.demo",
     "ablate": "rfcn.tools.ablate",
+    "mosaic": "rfcn.tools.mosaic",
     "benchmark": "rfcn.tools.benchmark",
     "export": "rfcn.tools.export",
 }

@@ -52,6 +52,13 @@ class ModelConfig:
     # offsets (and v2 masks) from zero-initialised sibling 3x3 convs
     deformable_conv5: str = "none"
     deformable_conv5_groups: int = 4  # offset groups of deformable conv5 (the original's 4)
+    ps_roi_sampling_ratio: int = 2  # "align" only: bilinear samples per bin side (>= 1)
+    # "rfcn": the position-sensitive head (paper §2); "c4": the Faster R-CNN counterpart of the
+    # paper's Tables 1 and 3 (RoI pooling on conv4, conv5 and fc layers per RoI, rfcn.modeling.
+    # c4_baseline), trained and run by the same code; k, head_channels and head_init are then
+    # unused, and ps_roi_mode chooses its RoI pooling: "pool" (RoIPool, the paper's) or
+    # "align" (RoIAlign with ps_roi_sampling_ratio)
+    head: str = "rfcn"
     # RPN (Faster R-CNN), on conv4
     anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -116,6 +123,10 @@ class DataConfig:
     synthetic_test_images: int = 150
     synthetic_image_size: int = 320
     synthetic_seed: int = 0
+    # [smallest, largest] longer side of a synthetic object in pixels (the small-object
+    # benchmark: [10, 48]); empty: 10% to 90% of the image side (the demo's shapes)
+    synthetic_object_px: list[int] = field(default_factory=list)
+    synthetic_max_objects: int = 4  # each synthetic image holds 1 to this many objects
 
 
 @dataclass
@@ -300,6 +311,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
 _CHOICES = {
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.box_mode": ("agnostic", "agnostic8", "class"),
+    "model.head": ("rfcn", "c4"),
     "model.head_init": ("gaussian", "scaled"),
     "model.ps_roi_mode": ("pool", "align"),
     "model.deformable_conv5": ("none", "v1", "v2"),
@@ -319,9 +331,11 @@ def validate(cfg: Config) -> None:
             raise UserError(dotted, f"{value!r} is not one of {', '.join(allowed)}")
     positive = {
         "model.k": cfg.model.k,
+        "model.ps_roi_sampling_ratio": cfg.model.ps_roi_sampling_ratio,
         "model.num_classes": cfg.model.num_classes,
         "model.max_size": cfg.model.max_size,
         "model.deformable_conv5_groups": cfg.model.deformable_conv5_groups,
+        "data.synthetic_max_objects": cfg.data.synthetic_max_objects,
         "train.iterations": cfg.train.iterations,
         "train.images_per_batch": cfg.train.images_per_batch,
         "train.base_batch": cfg.train.base_batch,
@@ -345,7 +359,20 @@ def validate(cfg: Config) -> None:
         raise UserError("train.warmup_iters", f"must be >= 0, got {cfg.train.warmup_iters}")
     if not 0.0 < cfg.train.warmup_factor <= 1.0:
         raise UserError("train.warmup_factor", f"must lie in (0, 1], got {cfg.train.warmup_factor}")
+    if cfg.model.head == "c4" and cfg.model.deformable_psroi:
+        raise UserError(
+            "model.deformable_psroi", "is a setting of the R-FCN head, not of model.head=c4"
+        )
     if cfg.train.offset_lr_factor < 0:
         raise UserError("train.offset_lr_factor", f"must be >= 0, got {cfg.train.offset_lr_factor}")
     if not 0.0 <= cfg.model.roi_positive_fraction <= 1.0:
         raise UserError("model.roi_positive_fraction", "must lie in [0, 1]")
+    object_px = cfg.data.synthetic_object_px
+    if object_px and not (
+        len(object_px) == 2 and 1 <= object_px[0] <= object_px[1] <= cfg.data.synthetic_image_size
+    ):
+        raise UserError(
+            "data.synthetic_object_px",
+            "needs [smallest, largest] with 1 <= smallest <= largest <= "
+            f"data.synthetic_image_size ({cfg.data.synthetic_image_size}), got {object_px}",
+        )

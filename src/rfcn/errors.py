@@ -23,6 +23,10 @@ class UserError(Exception):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
 
+    def __reduce__(self) -> tuple[type[UserError], tuple[str, str]]:
+        # Rebuilt from both parts when it crosses a process boundary (a parallel run's error).
+        return type(self), (self.source, self.problem)
+
 
 class DataWarning(UserWarning):
     """A problem in one file of a dataset that a reader worked around (a box dropped, an image

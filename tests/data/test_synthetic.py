@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -147,3 +148,50 @@ def test_voc_and_coco_ground_truth_agree(tmp_path: Path) -> None:
     coco_json = root / COCO_JSON.format(split="test")
     coco = evaluate_detections(perfect, CLASS_NAMES, "coco", coco_annotations=coco_json).metrics
     assert coco["AP"] == pytest.approx(1.0)
+
+
+def test_default_images_are_the_demos_bit_for_bit() -> None:
+    """The small-object options leave the default drawing alone: these images and objects
+    hash as they did before the options existed (the demo's data must not change)."""
+    digest = hashlib.sha256()
+    for split, index in (("train", 0), ("train", 1), ("test", 0), ("test", 7)):
+        image, objects = render_image(0, split, index, 256)
+        digest.update(np.asarray(image).tobytes())
+        digest.update(repr(objects).encode())
+    assert digest.hexdigest() == "621edacdc932e5192607528a37a7ea5259eb936f443a34c5254197326ed356c8"
+
+
+def test_small_object_variant_draws_objects_of_the_given_pixel_sizes() -> None:
+    counts = np.zeros(len(CLASS_NAMES), dtype=int)
+    objects_per_image = []
+    for index in range(30):
+        _, objects = render_image(0, "train", index, 384, object_px=(10, 48), max_objects=8)
+        objects_per_image.append(len(objects))
+        for obj in objects:
+            counts[obj.label - 1] += 1
+            fx1, fy1, fx2, fy2 = obj.full_box
+            assert 10 <= max(fx2 - fx1, fy2 - fy1) <= 48
+    assert (counts > 0).all(), f"every class appears: {counts}"
+    assert min(objects_per_image) >= 1 and max(objects_per_image) > 4  # more than the default
+
+
+def test_small_object_dataset_follows_the_config(tmp_path: Path) -> None:
+    from rfcn.data.voc import read_voc_annotation
+
+    cfg = _tiny_config(synthetic_image_size=128, synthetic_max_objects=6)
+    cfg.synthetic_object_px = [10, 20]
+    root = ensure_synthetic_dataset(tmp_path / "small", cfg)
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    assert manifest["object_px"] == [10, 20] and manifest["max_objects"] == 6
+    for image_id in (root / "ImageSets/Main/train.txt").read_text().split():
+        for obj in read_voc_annotation(root / "Annotations" / f"{image_id}.xml").objects:
+            x1, y1, x2, y2 = obj.box
+            assert max(x2 - x1 + 1, y2 - y1 + 1) <= 20  # VOC boxes are 1-based inclusive
+
+
+@pytest.mark.parametrize("sizes", [[10], [30, 20], [0, 20], [10, 500]])
+def test_bad_object_sizes_are_refused_by_name(sizes: list[int]) -> None:
+    from rfcn.config import config_from_dict
+
+    with pytest.raises(UserError, match=r"data\.synthetic_object_px"):
+        config_from_dict({"data": {"synthetic_image_size": 384, "synthetic_object_px": sizes}})

@@ -99,17 +99,29 @@ def test_detection_agreement_identical_and_empty() -> None:
     assert result["max_box_diff_px"] == 0.0
 
 
-def test_optimize_for_inference_wraps_the_chosen_scope() -> None:
+@pytest.mark.parametrize(
+    ("head", "convs"),
+    [
+        ("rfcn", ["backbone.trunk", "backbone.conv5", "rpn.head", "head.reduce", "head.cls_conv",
+                  "head.box_conv"]),
+        ("c4", ["backbone.trunk", "head.conv5", "rpn.head"]),
+    ],
+)  # fmt: skip
+def test_optimize_for_inference_wraps_the_chosen_scope(head: str, convs: list[str]) -> None:
     from rfcn.config import ModelConfig
-    from rfcn.inference.fast_path import BACKBONE_MODULES, CONV_MODULES, optimize_for_inference
+    from rfcn.inference.fast_path import BACKBONE_MODULES, optimize_for_inference, present_modules
     from rfcn.modeling.rfcn import build_model
 
-    cfg = ModelConfig(backbone="resnet18", num_classes=2, k=3, head_channels=16, min_size=(64,))
-    for scope, wrapped in (("backbone", BACKBONE_MODULES), ("convs", CONV_MODULES)):
+    cfg = ModelConfig(
+        backbone="resnet18", num_classes=2, k=3, head_channels=16, min_size=(64,), head=head
+    )
+    assert sorted(present_modules(build_model(cfg), [*convs, "head.missing"])) == sorted(convs)
+    for scope in ("backbone", "convs"):
         model = optimize_for_inference(build_model(cfg), channels_last=True, bf16=scope)
         assert not model.training
-        for name in CONV_MODULES:
-            assert isinstance(model.get_submodule(name), AutocastModule) == (name in wrapped)
+        for name in convs:
+            wrapped = scope == "convs" or name in BACKBONE_MODULES
+            assert isinstance(model.get_submodule(name), AutocastModule) == wrapped
         with torch.inference_mode():
             detections = model([torch.rand(3, 64, 80)])
         assert detections[0]["boxes"].dtype == torch.float32

@@ -1,33 +1,41 @@
 from dataclasses import replace
 
+import pytest
 import torch
-from torchvision.ops import roi_pool
+from torchvision.ops import roi_align, roi_pool
 
 from rfcn.config import ModelConfig
 from rfcn.modeling.backbone import build_backbone
-from rfcn.modeling.c4_baseline import C4Head, build_c4_detector, build_c4_head
+from rfcn.modeling.c4_baseline import C4Head, build_c4_detector, move_conv5_into_c4_head
 from rfcn.modeling.rfcn import build_model
 
 
-def _head(num_classes: int = 3) -> tuple:
+def _head(num_classes: int = 3, width: int = 64) -> tuple:
     torch.manual_seed(0)
-    backbone = build_backbone("resnet18", atrous=True)
-    return backbone, build_c4_head(backbone, "resnet18", num_classes, frozen_bn=True).eval()
+    cfg = ModelConfig(backbone="resnet18", num_classes=num_classes, backbone_width=width)
+    backbone = build_backbone("resnet18", atrous=True, width=width)
+    atrous_conv5 = backbone.conv5
+    head = move_conv5_into_c4_head(backbone, cfg, "class").eval()
+    return atrous_conv5, backbone, head
 
 
-def test_conv5_keeps_stride_2_and_takes_the_backbone_weights() -> None:
-    backbone, head = _head()
+@pytest.mark.parametrize("width", [64, 32])
+def test_conv5_keeps_stride_2_and_takes_the_backbone_weights(width: int) -> None:
+    atrous_conv5, backbone, head = _head(width=width)
+    assert isinstance(backbone.conv5, torch.nn.Identity)  # conv4 goes to the head
     assert head.conv5[0].conv1.stride == (2, 2)
-    assert backbone.conv5[0].conv1.stride == (1, 1)  # R-FCN's à trous conv5
+    assert head.conv5[0].downsample[0].stride == (2, 2)
+    assert atrous_conv5[0].conv1.stride == (1, 1)  # R-FCN's à trous conv5
     dilations = {m.dilation for m in head.conv5.modules() if isinstance(m, torch.nn.Conv2d)}
     assert dilations == {(1, 1)}
-    for name, weight in backbone.conv5.state_dict().items():
+    assert head.cls_score.in_features == 8 * width
+    for name, weight in atrous_conv5.state_dict().items():
         assert torch.equal(head.conv5.state_dict()[name], weight)
 
 
 def test_each_roi_goes_through_conv5_alone() -> None:
     """Batched RoIs give what one RoI at a time through pool -> conv5 -> mean -> fc gives."""
-    _, head = _head(num_classes=3)
+    _, _, head = _head(num_classes=3)
     features = torch.randn(2, 256, 20, 30)
     rois = torch.tensor(
         [
@@ -45,6 +53,27 @@ def test_each_roi_goes_through_conv5_alone() -> None:
             vector = head.conv5(pooled).mean(dim=(2, 3))
             torch.testing.assert_close(logits[row], head.cls_score(vector)[0])
             torch.testing.assert_close(deltas[row].flatten(), head.bbox_pred(vector)[0])
+
+
+def test_align_pooling_feeds_roi_align_samples_to_conv5() -> None:
+    """``model.ps_roi_mode: align`` gives the C4 head RoIAlign (aligned, the configured
+    sampling ratio) instead of RoI pooling; everything after the pooling is the same."""
+    cfg = ModelConfig(
+        backbone="resnet18", num_classes=2, head="c4", box_mode="class", ps_roi_mode="align",
+        ps_roi_sampling_ratio=3,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    head = build_model(cfg).head.eval()
+    assert (head.pooling, head.sampling_ratio) == ("align", 3)
+    features = torch.randn(1, 256, 12, 12)
+    rois = torch.tensor([[0.0, 10.0, 12.0, 42.0, 40.0]])  # about 2 x 2 cells
+    with torch.no_grad():
+        logits, _ = head(features, rois)
+        pooled = roi_align(features, rois, 14, 1 / 16, sampling_ratio=3, aligned=True)
+        expected = head.cls_score(head.conv5(pooled).mean(dim=(2, 3)))
+        torch.testing.assert_close(logits, expected)
+        head.pooling = "pool"
+        assert not torch.allclose(head(features, rois)[0], expected)
 
 
 def _tiny_pair() -> tuple:
@@ -112,3 +141,46 @@ def test_c4_counterpart_of_a_deformable_model_takes_the_plain_weights() -> None:
     rfcn = build_model(replace(cfg, deformable_conv5="v1"))
     c4 = build_c4_detector(rfcn, cfg)
     torch.testing.assert_close(c4.head.conv5[1].conv2.weight, rfcn.backbone.conv5[1].conv2.weight)
+
+
+def test_ohem_ranking_pass_gives_the_single_pass_losses_and_gradients() -> None:
+    """With frozen BatchNorm each RoI's conv5 output is independent of the others, so ranking
+    in a read-only pass and re-running the chosen RoIs must give what one pass over every RoI
+    gives: the same losses and the same gradients."""
+    cfg, _, _ = _tiny_pair()
+    cfg.head, cfg.box_mode = "c4", "class"
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    assert model.ohem_ranking_pass
+    images = [torch.rand(3, 90, 120), torch.rand(3, 100, 80)]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.tensor([[5.0, 20.0, 50.0, 90.0]]), "labels": torch.tensor([1])},
+    ]
+    results = {}
+    for ranking_pass in (True, False):
+        model.ohem_ranking_pass = ranking_pass
+        model.zero_grad()
+        torch.manual_seed(1)  # the RPN samples its anchors
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[ranking_pass] = (losses, grads)
+    (two_pass, two_grads), (one_pass, one_grads) = results[True], results[False]
+    for name in two_pass:
+        torch.testing.assert_close(two_pass[name], one_pass[name])
+    assert two_grads.keys() == one_grads.keys()
+    for name in two_grads:
+        torch.testing.assert_close(two_grads[name], one_grads[name], atol=1e-6, rtol=1e-4)
+
+
+def test_ranking_pass_leaves_batchnorm_statistics_alone() -> None:
+    from rfcn.modeling.c4_baseline import kept_running_stats
+
+    layer = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    before = {name: b.clone() for name, b in layer.named_buffers()}
+    with torch.no_grad(), kept_running_stats(layer):
+        layer(torch.randn(5, 3, 8, 8) + 3.0)
+    assert all(torch.equal(b, before[name]) for name, b in layer.named_buffers())
+    layer(torch.randn(5, 3, 8, 8) + 3.0)
+    assert not torch.equal(layer[1].running_mean, before["1.running_mean"])

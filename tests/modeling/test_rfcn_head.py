@@ -102,3 +102,29 @@ def test_zero_offsets_pool_the_regular_bins_and_train_the_offset_convs():
     )
     logits.logsumexp(dim=1).sum().backward()
     assert head.cls_offset_conv.weight.grad.abs().sum() > 0
+
+
+def test_align_sampling_ratio_reaches_the_pooling():
+    """``model.ps_roi_sampling_ratio`` goes from the config to the head's bilinear pooling.
+
+    A horizontal ramp (value x at column x) and an RoI spanning x in [-1.5, 2.5] after the
+    half-pixel shift: one sample per bin reads x = 0.5; four read x = -1, 0, 1, 2, of which
+    x < 0 clamps to 0, so they average (0 + 0 + 1 + 2) / 4 = 0.75.
+    """
+    from rfcn.config import ModelConfig
+    from rfcn.modeling.rfcn import build_model
+
+    cfg = ModelConfig(
+        backbone="resnet18", num_classes=1, k=1, head_channels=4, ps_roi_mode="align",
+        ps_roi_sampling_ratio=4,
+    )  # fmt: skip
+    assert build_model(cfg).head.sampling_ratio == 4
+    ramp = torch.arange(8, dtype=torch.float32).view(1, 1, 1, 8).expand(1, 2, 8, 8).contiguous()
+    roi = torch.tensor([[0.0, -1.0, 0.5, 3.0, 4.5]])
+    expected = {1: 0.5, 4: 0.75}
+    for ratio, value in expected.items():
+        head = RFCNHead(
+            8, 4, num_classes=1, k=1, box_mode="agnostic", spatial_scale=1.0,
+            ps_roi_mode="align", sampling_ratio=ratio,
+        )  # fmt: skip
+        assert head.vote(ramp, roi)[0, 0].item() == pytest.approx(value)

@@ -5,7 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from rfcn.config import config_to_dict
+from rfcn.errors import UserError
 from rfcn.tools import ablate
+from rfcn.tools.demo import demo_config
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -14,66 +17,69 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(["ablate", *argv])
 
 
-def test_format_table_lists_every_variant() -> None:
-    rows = [
-        {"variant": "k1", "k": 1, "atrous": True, "voc07_mAP50": 0.5, "coco_AP": None,
-         "train_seconds": 12.0, "deformable_psroi": False, "deformable_conv5": "none"},
-        {"variant": "k7_no_atrous", "k": 7, "atrous": False, "voc07_mAP50": 0.875,
-         "coco_AP": 0.4, "train_seconds": 9.4, "deformable_psroi": False,
-         "deformable_conv5": "none"},
-        {"variant": "k7_dpsroi_dconv5", "k": 7, "atrous": True, "voc07_mAP50": 0.9,
-         "coco_AP": 0.5, "train_seconds": 20.0, "deformable_psroi": True,
-         "deformable_conv5": "v1"},
-    ]  # fmt: skip
-    lines = ablate.format_table(rows).splitlines()
-    assert len(lines) == 4
-    assert lines[1].split() == ["k1", "1", "yes", "-", "50.0", "n/a", "12"]
-    assert lines[2].split() == ["k7_no_atrous", "7", "no", "-", "87.5", "40.0", "9"]
-    assert lines[3].split() == [
-        "k7_dpsroi_dconv5", "7", "yes", "PS-RoI", "+", "conv5", "v1", "90.0", "50.0", "20"
+def _changed(base: dict, other: dict, prefix: str = "") -> set[str]:
+    if isinstance(base, dict):
+        return {k for key in base for k in _changed(base[key], other[key], f"{prefix}{key}.")}
+    return set() if base == other else {prefix.rstrip(".")}
+
+
+def test_each_variant_changes_only_its_own_keys(tmp_path: Path) -> None:
+    base = config_to_dict(demo_config(tmp_path))
+    for name, overrides in ablate.VARIANTS.items():
+        keys = {item.split("=")[0] for item in overrides}
+        variant = config_to_dict(demo_config(tmp_path, overrides=list(overrides)))
+        assert _changed(base, variant) <= keys, name
+    table_2 = [demo_config(tmp_path, overrides=list(ablate.VARIANTS[n])) for n in ablate.TABLE_2]
+    assert [(c.model.k, c.model.atrous) for c in table_2] == [
+        (1, True), (3, True), (7, True), (7, False)
     ]  # fmt: skip
 
 
-def test_variants_differ_only_in_k_atrous_and_deformable_modules(tmp_path: Path) -> None:
-    from rfcn.config import config_to_dict
-    from rfcn.tools.demo import demo_config
-
-    configs = {
-        name: config_to_dict(demo_config(tmp_path, False, None, list(overrides)))
-        for name, overrides in ablate.VARIANTS.items()
-    }
-    assert [(c["model"]["k"], c["model"]["atrous"]) for c in configs.values()] == [
-        (1, True), (3, True), (7, True), (7, False), (7, True), (7, True), (7, True)
-    ]  # fmt: skip
-    deformable = [
-        (c["model"]["deformable_psroi"], c["model"]["deformable_conv5"]) for c in configs.values()
-    ]
-    assert deformable == [(False, "none")] * 4 + [(True, "none"), (False, "v1"), (True, "v1")]
-    for c in configs.values():
-        for key in ("k", "atrous", "deformable_psroi", "deformable_conv5"):
-            c["model"].pop(key)
-    first = next(iter(configs.values()))
-    assert all(c == first for c in configs.values())
+def test_bad_arguments_are_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match="--reference"):
+        ablate.run(_parse(["--out", str(tmp_path), "--quick", "--reference", "k7",
+                           "--variants", "k1", "k3"]))  # fmt: skip
+    with pytest.raises(UserError, match="--seeds"):
+        ablate.run(_parse(["--out", str(tmp_path), "--quick", "--seeds", "0"]))
+    monkeypatch.setitem(ablate.VARIANTS, "other_data", ("data.synthetic_seed=3",))
+    with pytest.raises(UserError, match=r"must not change data\.\*"):
+        ablate.run(_parse(["--out", str(tmp_path), "--quick", "--variants", "k1", "other_data"]))
 
 
 @pytest.mark.slow
-def test_quick_ablation_writes_all_variants(tmp_path: Path) -> None:
+def test_quick_ablation_with_seeds_resumes_and_summarises(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "ablation"
-    args = _parse(["--out", str(out), "--quick", "--threads", "1", "--no-progress",
-                   "--iterations", "2"])  # fmt: skip
+    argv = ["--out", str(out), "--quick", "--threads", "1", "--no-progress", "--jobs", "2",
+            "--iterations", "2", "--variants", "k7_dpsroi", "c4", "--seeds", "2"]  # fmt: skip
     threads = torch.get_num_threads()
     try:
-        assert ablate.run(args) == 0
+        assert ablate.run(_parse(argv)) == 0
+        first = json.loads((out / "ablation.json").read_text())
+        assert ablate.run(_parse(argv)) == 0  # every run is found finished
     finally:
         torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert printed.count("finished earlier") == 4
     result = json.loads((out / "ablation.json").read_text())
-    rows = result["variants"]
-    assert [row["variant"] for row in rows] == list(ablate.VARIANTS)
-    for row in rows:
-        assert 0.0 <= row["voc07_mAP50"] <= 1.0
-        assert row["iterations"] == 2
-        assert (out / row["variant"] / "model_final.pt").is_file()
-        parts = out / row["variant"] / "deformable_parts.png"
-        assert parts.is_file() == row["deformable_psroi"]
-    assert [row["k"] for row in rows] == [1, 3, 7, 7, 7, 7, 7]
-    assert [row["atrous"] for row in rows] == [True, True, True, False, True, True, True]
+    assert result["runs"] == first["runs"]
+    assert result["reference"] == "k7_dpsroi"
+    assert [row["variant"] for row in result["variants"]] == ["k7_dpsroi", "c4"]
+    for variant in ("k7_dpsroi", "c4"):
+        runs = result["runs"][variant]
+        assert [run["seed"] for run in runs] == [0, 1]
+        for run in runs:
+            assert 0.0 <= run["voc07_mAP50"] <= 1.0 and 0.0 <= run["recall50"] <= 1.0
+            assert run["iterations"] == 2
+            assert (Path(run["folder"]) / "model_final.pt").is_file()
+            # only deformable PS-RoI pooling has learned bin positions to draw
+            parts = (Path(run["folder"]) / "deformable_parts.png").is_file()
+            assert parts == (variant == "k7_dpsroi")
+    assert {d["variant"] for d in result["differences"]} == {"c4"}
+    assert result["overrides"]["c4"] == [
+        "model.head=c4",
+        "model.box_mode=class",
+        "model.ps_roi_mode=pool",
+    ]
+    assert "mean ± sd over seeds" in printed and "every run" in printed

@@ -12,6 +12,11 @@ is hard in the ways R-FCN's position-sensitive score maps address (paper §2, Fi
 - sizes span ``OBJECT_SIZE_RANGE`` of the image side (26 to 230 px at 256 px), with varied aspect
   ratio and rotation, on gradients with soft blobs and lines of other colours.
 
+A small-object variant is chosen by config: ``data.synthetic_object_px: [10, 48]`` draws objects
+whose longer side spans 10 to 48 px whatever the image size (in 384-px images most span one to
+three cells of a stride-16 score map), and ``data.synthetic_max_objects`` puts more of them in an
+image. With both at their defaults the images and boxes are the demo's, bit for bit.
+
 Every image is drawn from its own random stream, ``(seed, split, index)``, so the train and test
 splits never share a stream and a split is the same whatever order it is generated in. Boxes are
 the tight boxes of each object's visible pixels, written as VOC does (1-based, inclusive) and
@@ -22,10 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +34,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from rfcn.config import DataConfig
+from rfcn.data.writers import (
+    COCO_JSON,
+    WrittenImage,
+    WrittenObject,
+    coco_instances,
+    replace_folder,
+    voc_annotation_xml,
+)
 from rfcn.errors import UserError
 
 # Bump when the drawing changes, so stored datasets are regenerated.
 GENERATOR_VERSION = 3
 CLASS_NAMES = ("circle", "ring", "square", "triangle", "star", "cross")
 MANIFEST_NAME = "synthetic.json"
-COCO_JSON = "annotations/instances_{split}.json"  # the same boxes for COCO tools and metrics
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
 _SPLIT_CODES = {TRAIN_SPLIT: 0, TEST_SPLIT: 1}
@@ -72,8 +80,11 @@ class SyntheticObject:
     area: int
 
 
-def object_size_range(image_size: int) -> tuple[int, int]:
-    """The smallest and largest longer side (px) of a whole object in an image of this side."""
+def object_size_range(image_size: int, object_px: tuple[int, int] | None = None) -> tuple[int, int]:
+    """The smallest and largest longer side (px) of a whole object in an image of this side:
+    ``object_px`` when given, else :data:`OBJECT_SIZE_RANGE` of the image side."""
+    if object_px is not None:
+        return object_px
     low, high = OBJECT_SIZE_RANGE
     return max(8, round(low * image_size)), round(high * image_size)
 
@@ -193,13 +204,21 @@ def _place(
 
 
 def render_image(
-    seed: int, split: str, index: int, size: int, draw_objects: bool = True
+    seed: int,
+    split: str,
+    index: int,
+    size: int,
+    draw_objects: bool = True,
+    object_px: tuple[int, int] | None = None,
+    max_objects: int = MAX_OBJECTS,
 ) -> tuple[Image.Image, list[SyntheticObject]]:
     """Draw image ``index`` of ``split``: an RGB ``size x size`` image and its objects.
 
     The background, the objects and the final lines and noise come from separate random
     streams, so ``draw_objects=False`` gives the same picture without the objects (the
-    tests compare the two to check that the boxes cover what was drawn).
+    tests compare the two to check that the boxes cover what was drawn). ``object_px``
+    (:func:`object_size_range`) and ``max_objects`` (1 to that many objects are tried) choose
+    the small-object variant.
     """
     streams = np.random.SeedSequence([seed, _SPLIT_CODES[split], index]).spawn(3)
     background_rng, object_rng, finish_rng = (np.random.default_rng(s) for s in streams)
@@ -209,8 +228,8 @@ def render_image(
     labels: list[int] = []
     full_boxes: list[tuple[int, int, int, int]] = []
     colours: list[np.ndarray] = []
-    low, high = object_size_range(size)
-    for _ in range(int(object_rng.integers(1, MAX_OBJECTS + 1)) if draw_objects else 0):
+    low, high = object_size_range(size, object_px)
+    for _ in range(int(object_rng.integers(1, max_objects + 1)) if draw_objects else 0):
         neighbour = None
         if labels and object_rng.random() < NEIGHBOUR_PROBABILITY:
             neighbour = int(object_rng.integers(len(labels)))
@@ -275,27 +294,6 @@ def render_image(
     return image, objects
 
 
-def _annotation_xml(image_id: str, size: int, objects: list[SyntheticObject]) -> bytes:
-    """A PASCAL VOC annotation; boxes become 1-based inclusive (the reader undoes it)."""
-    root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = "synthetic"
-    ET.SubElement(root, "filename").text = f"{image_id}.jpg"
-    size_node = ET.SubElement(root, "size")
-    for name, value in (("width", size), ("height", size), ("depth", 3)):
-        ET.SubElement(size_node, name).text = str(value)
-    for obj in objects:
-        node = ET.SubElement(root, "object")
-        ET.SubElement(node, "name").text = CLASS_NAMES[obj.label - 1]
-        ET.SubElement(node, "truncated").text = "0"
-        ET.SubElement(node, "difficult").text = "0"
-        box = ET.SubElement(node, "bndbox")
-        x1, y1, x2, y2 = obj.box
-        for name, value in (("xmin", x1 + 1), ("ymin", y1 + 1), ("xmax", x2), ("ymax", y2)):
-            ET.SubElement(box, name).text = str(value)
-    ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
-
-
 def _manifest(cfg: DataConfig) -> dict[str, object]:
     """Everything the generated files depend on; a stored dataset is reused only if it matches."""
     return {
@@ -305,6 +303,8 @@ def _manifest(cfg: DataConfig) -> dict[str, object]:
         "train_images": cfg.synthetic_train_images,
         "test_images": cfg.synthetic_test_images,
         "seed": cfg.synthetic_seed,
+        "object_px": list(cfg.synthetic_object_px),
+        "max_objects": cfg.synthetic_max_objects,
     }
 
 
@@ -315,27 +315,13 @@ def _read_manifest(root: Path) -> dict[str, object] | None:
         return None
 
 
-def _coco_instances(
-    split_objects: list[tuple[str, list[SyntheticObject]]], size: int
-) -> dict[str, list[dict[str, object]]]:
-    """A COCO instances dict of one split; boxes ``[x, y, w, h]`` in the same continuous pixels."""
-    images, annotations = [], []
-    for number, (image_id, objects) in enumerate(split_objects, start=1):
-        images.append({"id": number, "file_name": f"{image_id}.jpg", "width": size, "height": size})
-        for obj in objects:
-            x1, y1, x2, y2 = obj.box
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": number,
-                    "category_id": obj.label,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": obj.area,
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASS_NAMES)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+def configured_object_px(cfg: DataConfig) -> tuple[int, int] | None:
+    """``data.synthetic_object_px`` as ``(smallest, largest)`` (checked by
+    :func:`rfcn.config.validate`), or None for the default sizes."""
+    if not cfg.synthetic_object_px:
+        return None
+    smallest, largest = cfg.synthetic_object_px
+    return smallest, largest
 
 
 def write_synthetic_dataset(root: Path, cfg: DataConfig) -> None:
@@ -344,21 +330,30 @@ def write_synthetic_dataset(root: Path, cfg: DataConfig) -> None:
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main", "annotations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     size = cfg.synthetic_image_size
+    object_px = configured_object_px(cfg)
     counts = {TRAIN_SPLIT: cfg.synthetic_train_images, TEST_SPLIT: cfg.synthetic_test_images}
     for split, count in counts.items():
-        split_objects = []
+        written = []
         for index in range(count):
             image_id = f"{split}_{index:06d}"
-            image, objects = render_image(cfg.synthetic_seed, split, index, size)
+            image, objects = render_image(
+                cfg.synthetic_seed, split, index, size, True, object_px, cfg.synthetic_max_objects
+            )
             image.save(root / "JPEGImages" / f"{image_id}.jpg", quality=92)
-            xml = _annotation_xml(image_id, size, objects)
+            entry = WrittenImage(
+                image_id,
+                size,
+                size,
+                [WrittenObject(CLASS_NAMES[o.label - 1], o.box, o.area) for o in objects],
+            )
+            xml = voc_annotation_xml(entry, folder="synthetic")
             (root / "Annotations" / f"{image_id}.xml").write_bytes(xml)
-            split_objects.append((image_id, objects))
-        listing = "".join(f"{image_id}\n" for image_id, _ in split_objects)
+            written.append(entry)
+        listing = "".join(f"{entry.image_id}\n" for entry in written)
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text(listing, encoding="utf-8")
         if split == TRAIN_SPLIT:  # VOC's usual training split name, so the defaults work too
             (root / "ImageSets" / "Main" / "trainval.txt").write_text(listing, encoding="utf-8")
-        coco = _coco_instances(split_objects, size)
+        coco = coco_instances(written, CLASS_NAMES)
         (root / COCO_JSON.format(split=split)).write_text(json.dumps(coco), encoding="utf-8")
     text = json.dumps(_manifest(cfg), indent=2)
     (root / MANIFEST_NAME).write_text(text, encoding="utf-8")
@@ -373,7 +368,12 @@ def ensure_synthetic_dataset(root: Path, cfg: DataConfig) -> Path:
     dataset is left alone (UserError), never deleted.
     """
     root = Path(root)
-    for name in ("synthetic_train_images", "synthetic_test_images", "synthetic_image_size"):
+    for name in (
+        "synthetic_train_images",
+        "synthetic_test_images",
+        "synthetic_image_size",
+        "synthetic_max_objects",
+    ):
         if getattr(cfg, name) <= 0:
             raise UserError(f"data.{name}", f"must be positive, got {getattr(cfg, name)}")
     wanted = _manifest(cfg)
@@ -382,18 +382,5 @@ def ensure_synthetic_dataset(root: Path, cfg: DataConfig) -> Path:
         return root
     if root.exists() and stored is None and any(root.iterdir()):
         raise UserError(root, "folder exists and is not a synthetic dataset; choose another root")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        write_synthetic_dataset(staging, cfg)
-        if root.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
-            os.replace(root, retired / root.name)
-            os.replace(staging, root)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    replace_folder(root, lambda folder: write_synthetic_dataset(folder, cfg))
     return root

@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 # them explains a failed load better than a list of tensor names.
 _STRUCTURE_KEYS = (
     "backbone",
+    "head",
     "k",
     "head_channels",
     "box_mode",

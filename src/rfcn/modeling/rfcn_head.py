@@ -69,6 +69,7 @@ class RFCNHead(nn.Module):
         box_mode: one of :data:`BOX_MODES`.
         spatial_scale: feature-map pixels per network-input pixel (1/16 with à trous conv5).
         ps_roi_mode: "pool" (Eq. 1 of the paper) or "align" (bilinear).
+        sampling_ratio: bilinear samples per bin side in "align" mode.
         init: "gaussian" (std 0.01 everywhere, the original prototxt's fillers) or "scaled"
             (He init for ``reduce``, std ``1/sqrt(head_channels)`` for ``cls_conv``; ``box_conv``
             keeps std 0.01 so the first boxes stay near the RoIs).
@@ -86,6 +87,7 @@ class RFCNHead(nn.Module):
         spatial_scale: float,
         ps_roi_mode: str = "pool",
         init: str = "gaussian",
+        sampling_ratio: int = 2,
         deformable: bool = False,
     ) -> None:
         super().__init__()
@@ -96,6 +98,7 @@ class RFCNHead(nn.Module):
         self.box_mode = box_mode
         self.spatial_scale = spatial_scale
         self.ps_roi_mode = ps_roi_mode
+        self.sampling_ratio = sampling_ratio
         self.num_box_slots = num_box_slots(box_mode, num_classes)
         self.reduce = nn.Conv2d(in_channels, head_channels, kernel_size=1)
         self.cls_conv = nn.Conv2d(head_channels, k * k * (num_classes + 1), kernel_size=1)
@@ -140,7 +143,9 @@ class RFCNHead(nn.Module):
         """``maps (B, k²D, h, w)`` pooled over ``rois (K, 5)``: ``(K, D, k, k)``; by PS-RoI
         pooling, or deformable PS-RoI pooling with the bin offsets of ``offset_maps``."""
         if offset_maps is None:
-            return ps_roi_pool(maps, rois, self.k, self.spatial_scale, mode=self.ps_roi_mode)
+            return ps_roi_pool(
+                maps, rois, self.k, self.spatial_scale, self.ps_roi_mode, self.sampling_ratio
+            )
         return deform_ps_roi_pool(
             maps,
             rois,

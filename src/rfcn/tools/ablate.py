@@ -1,14 +1,20 @@
-"""``rfcn ablate``: the paper's Table 2 in miniature on the demo's data and budget.
+"""``rfcn ablate``: variants x seeds on one data set and budget, mean ± sd, differences that hold.
 
-Table 2 of the paper compares R-FCN with k×k = 1×1 (no position sensitivity), 3×3 and 7×7
-position-sensitive bins, and Table 3's neighbour compares conv5 with and without the à trous
-trick (stride 16 vs 32 score maps). Deformable ConvNets (Dai et al., ICCV 2017, Table 1) add
-deformable PS-RoI pooling and deformable conv5 to the k = 7 model, alone and together. Here
-every variant trains from scratch with the demo's config (:mod:`rfcn.tools.demo`), on the same
-synthetic data, with the same number of iterations and the same seed, and is scored on the same
-held-out split. The table is printed and saved as ``ablation.json``; each variant's run
-(checkpoint, config, losses, metrics, and ``deformable_parts.png`` for deformable PS-RoI
-pooling) stays in its own folder under ``OUT``.
+By default, the paper's Table 2 in miniature on the demo's data and budget: R-FCN with k×k =
+1×1 (no position sensitivity), 3×3 and 7×7 position-sensitive bins, and 7×7 without the à trous
+trick (stride 32 score maps; Table 3's neighbour). Deformable ConvNets (Dai et al., ICCV 2017,
+Table 1) rows add deformable PS-RoI pooling and deformable conv5 to the k = 7 model, alone and
+together (``k7_dpsroi``, ``k7_dconv5``, ``k7_dpsroi_dconv5``; a deformable PS-RoI run also
+draws ``deformable_parts.png`` in its folder). ``--config`` takes another base config, such
+as the small-object benchmarks (``configs/small_objects_synthetic.yaml``,
+``configs/raccoon_small_cpu.yaml``), and ``--variants`` picks rows from :data:`VARIANTS`.
+
+Every variant trains from scratch with every seed (``train.seed``; the data stay the same)
+and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). Runs
+land in ``OUT/<variant>/seed<N>/``; a finished run is kept and a rerun skips it, so a long
+table can be built over several sittings (:mod:`rfcn.engine.experiments`). The tables (mean ±
+sd, the differences from ``--reference`` with the two-sd test of
+:mod:`rfcn.evaluation.seed_stats`, every run) are printed and saved as ``OUT/ablation.json``.
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rfcn.config import Config, config_to_dict
+from rfcn.data.synthetic import ensure_synthetic_dataset
+from rfcn.engine.experiments import FinishedRun, plan_runs, run_experiment
+from rfcn.errors import UserError
+from rfcn.evaluation.seed_stats import METRICS, format_summary, summarize
 from rfcn.files import write_image, write_json
 from rfcn.machine import describe_machine
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.tools.demo import (
-    DATA_FOLDER,
     DEFORMABLE_PARTS,
     deformable_parts_picture,
     demo_config,
@@ -30,12 +40,14 @@ from rfcn.tools.demo import (
     train_and_evaluate,
 )
 
-# name -> config overrides; every other setting is the demo's.
+# name -> config overrides on the base config; every other setting is the base config's.
 VARIANTS: dict[str, tuple[str, ...]] = {
+    # the paper's Table 2 (and Table 3's à trous row)
     "k1": ("model.k=1", "model.atrous=true"),
     "k3": ("model.k=3", "model.atrous=true"),
     "k7": ("model.k=7", "model.atrous=true"),
     "k7_no_atrous": ("model.k=7", "model.atrous=false"),
+    # Deformable ConvNets on R-FCN: deformable PS-RoI pooling, deformable conv5 (v1), both
     "k7_dpsroi": ("model.k=7", "model.atrous=true", "model.deformable_psroi=true"),
     "k7_dconv5": ("model.k=7", "model.atrous=true", "model.deformable_conv5=v1"),
     "k7_dpsroi_dconv5": (
@@ -44,80 +56,87 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.deformable_psroi=true",
         "model.deformable_conv5=v1",
     ),
+    # PS-RoI pooling: Eq. (1) against bilinear sampling with 1, 2 or 4 samples per bin side
+    "pool": ("model.ps_roi_mode=pool",),
+    "align_s1": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=1"),
+    "align_s2": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=2"),
+    "align_s4": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=4"),
+    # box regression: one class-agnostic box against one box per class
+    "agnostic_boxes": ("model.box_mode=agnostic",),
+    "class_boxes": ("model.box_mode=class",),
+    # the Faster R-CNN C4 counterpart with the same recipe (paper Tables 1 and 3), with the
+    # paper's RoI pooling or with RoIAlign (2 x 2 samples per bin)
+    "c4": ("model.head=c4", "model.box_mode=class", "model.ps_roi_mode=pool"),
+    "c4_align": (
+        "model.head=c4",
+        "model.box_mode=class",
+        "model.ps_roi_mode=align",
+        "model.ps_roi_sampling_ratio=2",
+    ),
 }
+TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 
 
-def deformable_name(deformable_psroi: bool, deformable_conv5: str) -> str:
-    """The table's "deformable" column: which Deformable ConvNets modules a variant has."""
-    parts = ["PS-RoI"] if deformable_psroi else []
-    if deformable_conv5 != "none":
-        parts.append(f"conv5 {deformable_conv5}")
-    return " + ".join(parts) or "-"
+def train_and_score(cfg: Config, folder: Path, resume: bool, progress: bool) -> dict[str, Any]:
+    """One run's metrics (an :data:`rfcn.engine.experiments.RunFunction`); a deformable PS-RoI
+    run also draws its learned bin positions."""
+    run = train_and_evaluate(cfg, folder, progress, resume)
+    if cfg.model.deformable_psroi:
+        write_image(folder / DEFORMABLE_PARTS, deformable_parts_picture(run))
+    return run.metrics
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table of the variants' scores (fractions shown as percentages)."""
-
-    def percent(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f}"
-
-    lines = [
-        f"{'variant':<16} {'k':>2} {'à trous':>7} {'deformable':<17} {'mAP@0.5 (VOC07)':>16} "
-        f"{'COCO AP':>8} {'train s':>8}"
-    ]
-    for row in rows:
-        deformable = deformable_name(row["deformable_psroi"], row["deformable_conv5"])
-        lines.append(
-            f"{row['variant']:<16} {row['k']:>2} {'yes' if row['atrous'] else 'no':>7} "
-            f"{deformable:<17} {percent(row['voc07_mAP50']):>16} {percent(row['coco_AP']):>8} "
-            f"{row['train_seconds']:>8.0f}"
-        )
-    return "\n".join(lines)
+def _check_same_data(configs: list[Config]) -> None:
+    """Every run must read the same data (a variant or override changed data.*)."""
+    first = config_to_dict(configs[0])["data"]
+    for cfg in configs[1:]:
+        if config_to_dict(cfg)["data"] != first:
+            raise UserError("--variants", "the variants must not change data.* settings")
 
 
-def run_ablation(
-    out: Path,
-    quick: bool,
-    iterations: int | None,
-    overrides: list[str],
-    progress: bool,
-    variants: list[str],
-) -> dict[str, Any]:
-    """Train and score each variant into ``out/<variant>``; returns what ``ablation.json``
-    holds."""
-    rows = []
+def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
+    """Plan, run what is missing, summarise; returns what ``ablation.json`` holds."""
     started = time.perf_counter()
-    for name in variants:
-        # The data folder is shared, so every variant sees the same images.
-        cfg = demo_config(out, quick, iterations, [*VARIANTS[name], *overrides])
-        deformable = deformable_name(cfg.model.deformable_psroi, cfg.model.deformable_conv5)
-        print(
-            f"[{name}] k={cfg.model.k}, à trous {'on' if cfg.model.atrous else 'off'}, "
-            f"deformable: {deformable}"
+    variants = list(dict.fromkeys(args.variants))
+    reference = args.reference or variants[0]
+    if reference not in variants:
+        raise UserError("--reference", f"{reference!r} is not among the variants run")
+    if args.seeds <= 0:
+        raise UserError("--seeds", f"must be positive, got {args.seeds}")
+
+    def make_config(variant: str) -> Config:
+        overrides = [*VARIANTS[variant], *args.overrides]
+        return demo_config(args.out, args.quick, args.iterations, overrides, args.config)
+
+    first_seed = make_config(variants[0]).train.seed
+    seeds = list(range(first_seed, first_seed + args.seeds))
+    runs = plan_runs(args.out, variants, seeds, make_config)
+    _check_same_data([run.cfg for run in runs])
+    if runs[0].cfg.data.format == "synthetic":
+        # once, here: parallel runs would each generate the shared folder
+        ensure_synthetic_dataset(Path(runs[0].cfg.data.roots[0]), runs[0].cfg.data)
+
+    def report(finished: FinishedRun) -> None:
+        metrics, run = finished.metrics, finished.run
+        scores = ", ".join(
+            f"{title} {'n/a' if metrics.get(key) is None else f'{100 * metrics[key]:.1f}'}"
+            for key, title in METRICS.items()
         )
-        run = train_and_evaluate(cfg, out / name, progress)
-        metrics = run.metrics
-        write_json(out / name / "metrics.json", metrics)
-        if cfg.model.deformable_psroi:
-            write_image(out / name / DEFORMABLE_PARTS, deformable_parts_picture(run))
-        rows.append(
-            {
-                "variant": name,
-                "k": cfg.model.k,
-                "atrous": cfg.model.atrous,
-                "deformable_psroi": cfg.model.deformable_psroi,
-                "deformable_conv5": cfg.model.deformable_conv5,
-                "voc07_mAP50": metrics["voc07_mAP50"],
-                "coco_AP": metrics["coco_AP"],
-                "AP50_per_class": metrics["AP50_per_class"],
-                "train_seconds": metrics["train_seconds"],
-                "iterations": metrics["iterations"],
-            }
-        )
+        note = "finished earlier" if finished.skipped else f"{metrics['train_seconds']:.0f} s"
+        print(f"[{run.variant} seed {run.seed}] {scores} ({note})", flush=True)
+
+    finished = run_experiment(runs, train_and_score, args.jobs, args.threads, args.progress, report)
+    by_variant: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    for item in finished:
+        kept = {key: value for key, value in item.metrics.items() if key not in ("machine", "coco")}
+        by_variant[item.run.variant].append({**kept, "folder": str(item.run.folder)})
     return {
-        "variants": rows,
-        "data": str(out / DATA_FOLDER),
-        "overrides": overrides,
+        **summarize(by_variant, reference),
+        "runs": by_variant,
+        "overrides": {variant: list(VARIANTS[variant]) for variant in variants},
+        "user_overrides": list(args.overrides),
+        "config": str(args.config) if args.config else "packaged demo.yaml",
+        "jobs": args.jobs,
         "total_seconds": round(time.perf_counter() - started, 1),
         "machine": describe_machine(),
     }
@@ -126,28 +145,43 @@ def run_ablation(
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "ablate",
-        help="k=1/3/7, à trous on/off and Deformable R-FCN on the demo's data and budget "
-        "(paper Table 2)",
+        help="train variants with several seeds on the same data and budget; mean ± sd",
         description=(
-            "Train the demo's R-FCN once per variant (k=1, k=3, k=7, k=7 without à trous, and "
-            "k=7 with deformable PS-RoI pooling, deformable conv5 (v1) or both) on the same "
-            "synthetic data and budget, score each on the held-out split, print the table and "
-            "save it to OUT/ablation.json. Takes about one demo's time per variant."
+            "Train every variant (default: the paper's Table 2 rows k1, k3, k7, k7_no_atrous on "
+            "the demo's data and budget) with --seeds seeds on the same data, score each on the "
+            "held-out split, print mean ± sd, the differences from the reference variant that "
+            "exceed two standard deviations, and every run; save OUT/ablation.json. Finished "
+            "runs in OUT are kept and skipped by a rerun."
         ),
     )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument(
-        "--iterations", type=int, help="training iterations per variant (default: the demo's)"
+        "--config", type=Path, metavar="FILE", help="base config (default: the demo's)"
     )
-    parser.add_argument("--quick", action="store_true", help="a tiny budget (tests)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     parser.add_argument(
         "--variants",
         nargs="+",
         choices=list(VARIANTS),
-        default=list(VARIANTS),
-        help="which variants to run (default: all)",
+        default=list(TABLE_2),
+        metavar="NAME",
+        help=f"variants to run, from: {', '.join(VARIANTS)} (default: {' '.join(TABLE_2)})",
     )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="seeds per variant: train.seed, +1, ... (default 1)"
+    )
+    parser.add_argument(
+        "--reference", metavar="NAME", help="variant the others are compared with (default: first)"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at once, in separate processes (default 1)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch threads per run (default: all cores / jobs)"
+    )
+    parser.add_argument(
+        "--iterations", type=int, help="training iterations per run (default: the config's)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a tiny budget (tests)")
     add_config_overrides(parser, "train.base_lr=0.02")
     add_progress_switch(parser)
     parser.set_defaults(func=run)
@@ -155,10 +189,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    result = run_ablation(
-        args.out, args.quick, args.iterations, args.overrides, args.progress, args.variants
-    )
+    result = run_ablation(args)
     write_json(args.out / "ablation.json", result)
-    print(format_table(result["variants"]))
+    print(format_summary(result, result["runs"]))
     print(f"saved {args.out / 'ablation.json'}")
     return 0

@@ -31,14 +31,17 @@ from PIL import Image
 from rfcn.config import Config, load_config
 from rfcn.data.build import build_dataset
 from rfcn.data.dataset import DetectionDataset
-from rfcn.data.synthetic import COCO_JSON, TEST_SPLIT, ensure_synthetic_dataset
+from rfcn.data.writers import COCO_JSON
 from rfcn.engine.checkpoint import load_model
 from rfcn.engine.trainer import train
 from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
-from rfcn.evaluation.runner import detect_dataset, test_predictor
+from rfcn.evaluation.recall import object_recall
+from rfcn.evaluation.runner import detect_dataset, ground_truth_source, test_predictor
+from rfcn.evaluation.voc import load_voc_ground_truth
 from rfcn.files import write_image, write_json
 from rfcn.machine import describe_machine
+from rfcn.modeling.rfcn_head import RFCNHead
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.visualize import (
     deformable_parts_figure,
@@ -94,26 +97,44 @@ class RunResult:
 
 
 def demo_config(
-    out: Path, quick: bool = False, iterations: int | None = None, overrides: Sequence[str] = ()
+    out: Path,
+    quick: bool = False,
+    iterations: int | None = None,
+    overrides: Sequence[str] = (),
+    config: Path | None = None,
 ) -> Config:
-    """The packaged demo config with its data in ``out/synthetic``, then ``--quick``, then
-    ``--iterations``, then the user's overrides."""
-    settings = [f"data.roots=[{str(out / DATA_FOLDER)!r}]", f"output_dir={str(out)!r}"]
+    """The packaged demo config (or ``config``), then ``--quick``, then ``--iterations``, then
+    the user's overrides; synthetic data go to ``out/synthetic``."""
+    settings = [f"output_dir={str(out)!r}"]
     if quick:
         settings += QUICK_OVERRIDES
     if iterations is not None:
         settings.append(f"train.iterations={iterations}")
-    resource = resources.files("rfcn").joinpath("configs", DEMO_CONFIG)
-    with resources.as_file(resource) as path:
-        return load_config(path, [*settings, *overrides])
+    if config is None:
+        resource = resources.files("rfcn").joinpath("configs", DEMO_CONFIG)
+        with resources.as_file(resource) as path:
+            cfg = load_config(path, [*settings, *overrides])
+    else:
+        cfg = load_config(config, [*settings, *overrides])
+    if cfg.data.format == "synthetic":
+        cfg.data.roots = [str(out / DATA_FOLDER)]
+    return cfg
 
 
-def train_and_evaluate(cfg: Config, out: Path, progress: bool = True) -> RunResult:
-    """Generate the data, train into ``out`` and score the test split (VOC07 and COCO)."""
+def train_and_evaluate(
+    cfg: Config, out: Path, progress: bool = True, resume: bool = False
+) -> RunResult:
+    """Train into ``out`` (``resume``: continue its ``last.pt``) and score the test split: VOC07
+    mAP@0.5, COCO AP (where the data carry a COCO JSON of the split: the synthetic and
+    mosaic data) and the recall at IoU 0.5 of all and of small objects
+    (:mod:`rfcn.evaluation.recall`). Synthetic data are generated first if needed."""
+    if cfg.data.format == "coco":
+        raise UserError("data.format", "train-and-evaluate runs score VOC-layout data, not coco")
     started = time.perf_counter()
-    root = ensure_synthetic_dataset(Path(cfg.data.roots[0]), cfg.data)
+    truth = ground_truth_source(cfg)  # generates synthetic data
+    root, split = Path(truth["dataset_root"]), truth["split"]
     data_seconds = time.perf_counter() - started
-    result = train(cfg, out, progress=progress)
+    result = train(cfg, out, resume=resume, progress=progress)
     evaluation_started = time.perf_counter()
     model, trained_cfg, class_names = load_model(result.checkpoint)
     test_set = build_dataset(trained_cfg.data, train=False)
@@ -121,24 +142,32 @@ def train_and_evaluate(cfg: Config, out: Path, progress: bool = True) -> RunResu
         test_predictor(model, class_names, trained_cfg), test_set, trained_cfg, progress=False
     )
     voc = evaluate_detections(
-        detections, class_names, "voc07", dataset_root=root, split=TEST_SPLIT
+        detections, class_names, "voc07", dataset_root=root, split=split
     ).metrics
-    coco = evaluate_detections(
-        detections,
-        class_names,
-        "coco",
-        coco_annotations=root / COCO_JSON.format(split=TEST_SPLIT),
-    ).metrics
+    coco_json = root / COCO_JSON.format(split=split)
+    coco = (
+        evaluate_detections(detections, class_names, "coco", coco_annotations=coco_json).metrics
+        if coco_json.is_file()
+        else None
+    )
+    recall = object_recall(load_voc_ground_truth(root, split), detections, class_names)
+    synthetic = cfg.data.format == "synthetic"
     metrics = {
         "voc07_mAP50": voc["mAP"],
-        "coco_AP": coco["AP"],
+        "coco_AP": coco["AP"] if coco else None,
+        "coco_APs": coco["APs"] if coco else None,
+        "recall50": recall["recall"],
+        "recall50_small": recall["recall_small"],
+        "test_objects": recall["objects"],
+        "test_small_objects": recall["small_objects"],
         "AP50_per_class": voc["AP"],
         "coco": coco,
+        "seed": cfg.train.seed,
         "iterations": cfg.train.iterations,
         "images_per_batch": cfg.train.images_per_batch,
-        "train_images": cfg.data.synthetic_train_images,
-        "test_images": cfg.data.synthetic_test_images,
-        "image_size": cfg.data.synthetic_image_size,
+        "train_images": len(build_dataset(trained_cfg.data, train=True)),
+        "test_images": len(test_set),
+        "image_size": cfg.data.synthetic_image_size if synthetic else None,
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(result.seconds, 1),
         "train_seconds_per_iteration": round(result.seconds / cfg.train.iterations, 3),
@@ -307,13 +336,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = demo_config(out, args.quick, args.iterations, args.overrides)
     started = time.perf_counter()
     result = train_and_evaluate(cfg, out, args.progress)
-    write_image(out / "detections.png", detections_picture(result))
-    write_image(out / "score_maps.png", score_maps_picture(result))
-    write_image(out / "loss.png", loss_figure(result.history))
-    pictures = "metrics.json, detections.png, score_maps.png, loss.png"
+    pictures = {"detections.png": detections_picture(result)}
+    if isinstance(result.model.head, RFCNHead):  # the C4 counterpart has no score maps
+        pictures["score_maps.png"] = score_maps_picture(result)
+    pictures["loss.png"] = loss_figure(result.history)
     if cfg.model.deformable_psroi:
-        write_image(out / DEFORMABLE_PARTS, deformable_parts_picture(result))
-        pictures += f", {DEFORMABLE_PARTS}"
+        pictures[DEFORMABLE_PARTS] = deformable_parts_picture(result)
+    for name, picture in pictures.items():
+        write_image(out / name, picture)
     metrics = {**result.metrics, "total_seconds": round(time.perf_counter() - started, 1)}
     metrics["checkpoint"] = str(result.checkpoint)
     write_json(out / "metrics.json", metrics)
@@ -322,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         f"COCO AP {_fraction(metrics['coco_AP'])} on "
         f"{metrics['test_images']} test images; trained {metrics['iterations']} iterations in "
         f"{metrics['train_seconds']:.0f} s, {metrics['total_seconds']:.0f} s in all. "
-        f"Wrote {out}/{pictures}"
+        f"Wrote {out}/metrics.json, {', '.join(pictures)}"
     )
     return 0
 

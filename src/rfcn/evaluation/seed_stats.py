@@ -1,0 +1,190 @@
+"""Scores over seeds: mean ± standard deviation per variant, and which differences hold.
+
+A variant trained with n seeds gives n values of a metric; their spread is the sample
+standard deviation (n - 1 in the denominator). Two variants A and B differ by
+``d = mean_A - mean_B``; the standard deviation of that difference of two independent means is
+``sd_d = sqrt(sd_A² / n_A + sd_B² / n_B)``. A difference *holds* (exceeds two standard
+deviations) when ``|d| > 2 sd_d``; with fewer than two seeds on either side nothing is claimed.
+With 3 seeds each this is a loose test (Welch's t > 2 on about 4 degrees of freedom, p ~ 0.1
+two-sided): a difference that passes it is worth a closer look; one that fails it is not
+established, whatever the single runs said.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+TEST_DESCRIPTION = (
+    "a difference d = mean_A - mean_B holds (*) when |d| > 2 sqrt(sd_A²/n_A + sd_B²/n_B), "
+    "the sd of a difference of two means over independent seeds (sample sd, n - 1)"
+)
+
+# metric key in a run's metrics -> column title; fractions shown as percentages
+METRICS = {
+    "voc07_mAP50": "mAP@0.5",
+    "coco_AP": "COCO AP",
+    "coco_APs": "AP small",
+    "recall50": "recall@0.5",
+    "recall50_small": "small rec",
+}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """``values`` of one metric over seeds; ``sd`` is None below two values."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return math.fsum(self.values) / self.n if self.values else None
+
+    @property
+    def sd(self) -> float | None:
+        if self.n < 2:
+            return None
+        mean = math.fsum(self.values) / self.n
+        return math.sqrt(math.fsum((v - mean) ** 2 for v in self.values) / (self.n - 1))
+
+
+def spread(values: Sequence[float | None]) -> Spread:
+    """The spread of the values that exist (a metric a run could not compute is None)."""
+    return Spread(tuple(float(v) for v in values if v is not None))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``mean_A - mean_B``, its standard deviation and whether it exceeds two of them
+    (None: too few seeds to say)."""
+
+    difference: float
+    sd: float | None
+    holds: bool | None
+
+
+def compare(a: Spread, b: Spread) -> Difference | None:
+    """A against B by the two-sd test of the module docstring; None if either has no value."""
+    if a.mean is None or b.mean is None:
+        return None
+    difference = a.mean - b.mean
+    if a.sd is None or b.sd is None:
+        return Difference(difference, None, None)
+    sd = math.sqrt(a.sd**2 / a.n + b.sd**2 / b.n)
+    return Difference(difference, sd, abs(difference) > 2 * sd)
+
+
+def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -> dict[str, Any]:
+    """The ``ablation.json`` summary of ``{variant: [metrics of each seed's run]}``.
+
+    Returns ``{"reference", "test", "variants": [{"variant", "seeds", "spread": {metric:
+    {"mean", "sd", "n"}}, "train_seconds"}], "differences": [{"variant", "metric", "difference",
+    "sd", "holds"}]}``: every variant's spread, and every other variant against ``reference``.
+    """
+    if reference not in runs:
+        raise ValueError(f"reference variant {reference!r} has no runs")
+    spreads = {
+        variant: {key: spread([run.get(key) for run in seeds]) for key in METRICS}
+        for variant, seeds in runs.items()
+    }
+    variants = []
+    for variant, seeds in runs.items():
+        fresh = [run["train_seconds"] for run in seeds if not run.get("resumed")]
+        variants.append(
+            {
+                "variant": variant,
+                "seeds": [run["seed"] for run in seeds],
+                "spread": {
+                    key: {"mean": s.mean, "sd": s.sd, "n": s.n}
+                    for key, s in spreads[variant].items()
+                },
+                "train_seconds": spread(fresh).mean,
+            }
+        )
+    differences = []
+    for variant in runs:
+        if variant == reference:
+            continue
+        for key in METRICS:
+            found = compare(spreads[variant][key], spreads[reference][key])
+            if found is not None:
+                differences.append(
+                    {
+                        "variant": variant,
+                        "metric": key,
+                        "difference": found.difference,
+                        "sd": found.sd,
+                        "holds": found.holds,
+                    }
+                )
+    return {
+        "reference": reference,
+        "test": TEST_DESCRIPTION,
+        "variants": variants,
+        "differences": differences,
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def _mean_sd(entry: Mapping[str, Any]) -> str:
+    if entry["mean"] is None:
+        return "n/a"
+    if entry["sd"] is None:
+        return _percent(entry["mean"])
+    return f"{_percent(entry['mean'])} ± {_percent(entry['sd'])}"
+
+
+def format_summary(
+    summary: Mapping[str, Any], runs: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> str:
+    """Three plain-text tables: mean ± sd per variant, the differences from the reference
+    (``*`` where the two-sd test holds), and every run."""
+    width = max([len("variant"), *(len(v["variant"]) for v in summary["variants"])])
+    cell = 13
+    head = f"{'variant':<{width}} {'seeds':>5} " + " ".join(
+        f"{t:>{cell}}" for t in METRICS.values()
+    )
+    lines = ["mean ± sd over seeds (percent)", head + f" {'train s':>8}"]
+    for row in summary["variants"]:
+        cells = " ".join(f"{_mean_sd(row['spread'][key]):>{cell}}" for key in METRICS)
+        seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
+        lines.append(f"{row['variant']:<{width}} {len(row['seeds']):>5} {cells} {seconds:>8}")
+    lines += ["", f"difference from {summary['reference']} ± its sd (percent points; * holds)"]
+    lines.append(f"{'variant':<{width}} " + " ".join(f"{t:>{cell}}" for t in METRICS.values()))
+    by_variant: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for entry in summary["differences"]:
+        by_variant.setdefault(entry["variant"], {})[entry["metric"]] = entry
+    for variant, entries in by_variant.items():
+        cells = []
+        for key in METRICS:
+            entry = entries.get(key)
+            if entry is None:
+                text = "n/a"
+            else:
+                text = f"{100 * entry['difference']:+.1f}"
+                if entry["sd"] is not None:
+                    text += f" ± {100 * entry['sd']:.1f}" + ("*" if entry["holds"] else " ")
+            cells.append(f"{text:>{cell}}")
+        lines.append(f"{variant:<{width}} " + " ".join(cells))
+    lines += [f"test: {summary['test']}", "", "every run (percent)"]
+    lines.append(
+        f"{'variant':<{width}} {'seed':>5} "
+        + " ".join(f"{t:>{cell}}" for t in METRICS.values())
+        + f" {'train s':>8}"
+    )
+    for variant, seeds in runs.items():
+        for run in seeds:
+            cells = " ".join(f"{_percent(run.get(key)):>{cell}}" for key in METRICS)
+            lines.append(
+                f"{variant:<{width}} {run['seed']:>5} {cells} {run['train_seconds']:>8.0f}"
+            )
+    return "\n".join(lines)
