@@ -48,6 +48,7 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model:\n  atrous: 1\n", "model.atrous: expected true or false"),
         ("train:\n  checkpoint_every: 0\n", "train.checkpoint_every: must be positive"),
         ("train:\n  warmup_factor: 0\n", "train.warmup_factor: must lie in (0, 1]"),
+        ("train:\n  lr_schedule: linear\n", "train.lr_schedule: 'linear' is not one of"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

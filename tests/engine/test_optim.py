@@ -3,7 +3,13 @@ import torch
 from torch import nn
 
 from rfcn.config import TrainConfig
-from rfcn.engine.optim import build_optimizer, build_scheduler, lr_factor, scaled_lr
+from rfcn.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    cosine_lr_factor,
+    lr_factor,
+    scaled_lr,
+)
 
 
 def test_linear_scaling_rule() -> None:
@@ -20,6 +26,39 @@ def test_lr_factor_by_hand() -> None:
     # a step inside the warm-up multiplies the warm-up ramp
     assert lr_factor(1, 4, 0.2, [1], 0.1) == pytest.approx(0.04)
     assert lr_factor(0, 0, 0.2, [], 0.1) == 1.0
+
+
+def test_cosine_lr_factor_by_hand() -> None:
+    # warm-up over 2 iterations from 0.5, then cos over the 4 iterations 2..5 of 6:
+    # (1 + cos(pi t)) / 2 at t = 0, 1/4, 1/2, 3/4.
+    root_half = 0.5**0.5
+    expected = [0.5, 0.75, 1.0, (1 + root_half) / 2, 0.5, (1 - root_half) / 2]
+    assert [cosine_lr_factor(i, 2, 0.5, 6) for i in range(6)] == pytest.approx(expected)
+    # no warm-up; past the end it stays at 0
+    assert cosine_lr_factor(0, 0, 0.5, 4) == 1.0
+    assert cosine_lr_factor(9, 0, 0.5, 4) == pytest.approx(0.0)
+
+
+def test_scheduler_follows_the_cosine_schedule() -> None:
+    cfg = TrainConfig(
+        base_lr=0.1,
+        images_per_batch=2,
+        base_batch=2,
+        lr_schedule="cosine",
+        lr_steps=[1],  # unused by the cosine schedule
+        iterations=4,
+        warmup_iters=0,
+    )
+    weight = nn.Parameter(torch.zeros(3))
+    optimizer = build_optimizer([weight], cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(4):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.1 * cosine_lr_factor(i, 0, 1.0, 4) for i in range(4)])
+    assert lrs == pytest.approx([0.1, 0.1 * (2 + 2**0.5) / 4, 0.05, 0.1 * (2 - 2**0.5) / 4])
 
 
 def test_scheduler_follows_the_paper_schedule() -> None:
