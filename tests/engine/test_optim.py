@@ -112,3 +112,25 @@ def test_weight_decay_reaches_the_bias() -> None:
 def test_all_frozen_is_an_error() -> None:
     with pytest.raises(ValueError, match="no trainable"):
         build_optimizer([nn.Parameter(torch.ones(1), requires_grad=False)], TrainConfig())
+
+
+def test_fused_update_equals_the_per_parameter_loop() -> None:
+    """On the CPU the optimiser is torch's fused SGD: the same steps as the plain loop."""
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=generator), torch.randn(7, generator=generator)]
+    grads = [[torch.randn(p.shape, generator=generator) for p in start] for _ in range(4)]
+    cfg = TrainConfig(base_lr=0.05, base_batch=8)
+    fused_params = [nn.Parameter(p.clone()) for p in start]
+    loop_params = [nn.Parameter(p.clone()) for p in start]
+    fused = build_optimizer(fused_params, cfg)
+    assert fused.param_groups[0]["fused"]
+    loop = torch.optim.SGD(
+        loop_params, lr=0.05, momentum=0.9, weight_decay=5e-4, foreach=False, fused=False
+    )
+    for step_grads in grads:
+        for optimizer, params in ((fused, fused_params), (loop, loop_params)):
+            for param, grad in zip(params, step_grads, strict=True):
+                param.grad = grad.clone()
+            optimizer.step()
+    for a, b in zip(fused_params, loop_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
