@@ -20,12 +20,17 @@ again as a COCO instances JSON per split (for COCO AP), so both readers and both
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import math
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -338,22 +343,49 @@ def _coco_instances(
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def write_synthetic_dataset(root: Path, cfg: DataConfig) -> None:
+def _write_image(
+    root: Path, seed: int, size: int, job: tuple[str, int]
+) -> tuple[str, list[SyntheticObject]]:
+    """Render image ``index`` of ``split`` (``job``) and write its JPEG and VOC annotation."""
+    split, index = job
+    image_id = f"{split}_{index:06d}"
+    image, objects = render_image(seed, split, index, size)
+    image.save(root / "JPEGImages" / f"{image_id}.jpg", quality=92)
+    xml = _annotation_xml(image_id, size, objects)
+    (root / "Annotations" / f"{image_id}.xml").write_bytes(xml)
+    return image_id, objects
+
+
+def _write_images(
+    root: Path, seed: int, size: int, jobs: list[tuple[str, int]], workers: int
+) -> list[tuple[str, list[SyntheticObject]]]:
+    """:func:`_write_image` for every job, in ``workers`` processes; results in job order."""
+    write = functools.partial(_write_image, root, seed, size)
+    if workers <= 1 or len(jobs) <= 1:
+        return [write(job) for job in jobs]
+    # fork on Linux: the workers need not import the program again
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    with ProcessPoolExecutor(min(workers, len(jobs)), context) as pool:
+        return list(pool.map(write, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+
+
+def write_synthetic_dataset(root: Path, cfg: DataConfig, workers: int | None = None) -> None:
     """Generate both splits into the empty or new folder ``root``: VOC layout, a COCO
-    instances JSON per split (:data:`COCO_JSON`) and the manifest."""
+    instances JSON per split (:data:`COCO_JSON`) and the manifest.
+
+    Images are drawn in ``workers`` processes (default: one per usable CPU); every image comes
+    from its own random stream, so the files are the same whatever the number of workers.
+    """
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main", "annotations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     size = cfg.synthetic_image_size
     counts = {TRAIN_SPLIT: cfg.synthetic_train_images, TEST_SPLIT: cfg.synthetic_test_images}
+    jobs = [(split, index) for split, count in counts.items() for index in range(count)]
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    written = iter(_write_images(root, cfg.synthetic_seed, size, jobs, workers))
     for split, count in counts.items():
-        split_objects = []
-        for index in range(count):
-            image_id = f"{split}_{index:06d}"
-            image, objects = render_image(cfg.synthetic_seed, split, index, size)
-            image.save(root / "JPEGImages" / f"{image_id}.jpg", quality=92)
-            xml = _annotation_xml(image_id, size, objects)
-            (root / "Annotations" / f"{image_id}.xml").write_bytes(xml)
-            split_objects.append((image_id, objects))
+        split_objects = list(itertools.islice(written, count))
         listing = "".join(f"{image_id}\n" for image_id, _ in split_objects)
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text(listing, encoding="utf-8")
         if split == TRAIN_SPLIT:  # VOC's usual training split name, so the defaults work too
