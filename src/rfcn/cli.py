@@ -21,6 +21,7 @@ TOOL_MODULES = {
     "demo": "rfcn.tools.demo",
     "ablate": "rfcn.tools.ablate",
     "benchmark": "rfcn.tools.benchmark",
+    "profile": "rfcn.tools.profile",
     "export": "rfcn.tools.export",
 }
 
