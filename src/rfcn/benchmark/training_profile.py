@@ -98,6 +98,11 @@ class StageClock:
 
         return wrapper
 
+    def lap(self) -> dict[str, float]:
+        """Seconds per stage since the previous lap (or since the clock started)."""
+        seconds, self.seconds = dict(self.seconds), defaultdict(float)
+        return seconds
+
     def batches(self, batches: Iterator[Any]) -> Iterator[Any]:
         while True:
             with self.stage(DATA_STAGE):
@@ -201,38 +206,45 @@ def profile_iterations(run: StageRun, warmup: int, iterations: int) -> dict[str,
     Forward stages, data loading, the optimiser and the whole backward pass are timed by wall
     clock without the profiler (which adds about as much time again per operator as the small
     operators take). The profiled iterations only split the backward pass among the stages
-    (:func:`backward_shares`).
+    (:func:`backward_shares`). Every time is the median over the iterations (on a shared
+    machine a few iterations take several times as long as the rest).
 
-    Returns ``{"iteration_ms": median wall ms, "stages": {name: {"forward_ms", "backward_ms",
-    "total_ms"}}, "unattributed_ms"}`` per iteration; the stages are :data:`STAGES` and
-    ``unattributed_ms`` is the loop's own glue (mean iteration minus the stages).
+    Returns ``{"iteration_ms", "backward_ms", "stages": {name: {"forward_ms", "backward_ms",
+    "total_ms"}}, "rest_ms"}``: medians per iteration of the whole iteration, the backward
+    pass and each of :data:`STAGES`; ``rest_ms`` is the median iteration minus the stages
+    (the loop's own glue, give or take the spread of the medians).
     """
     set_train_mode(run.model)
     timed_iterations(run, warmup)
     clock = StageClock()
+    wall, laps = [], []
     with stage_ranges(run, clock):
-        wall = timed_iterations(run, iterations)
+        for _ in range(iterations):
+            wall += timed_iterations(run, 1)
+            laps.append(clock.lap())
     with stage_ranges(run, StageClock()), profile(activities=[ProfilerActivity.CPU]) as profiler:
         timed_iterations(run, iterations)
     shares = backward_shares(list(profiler.events()))
-    backward_ms = clock.seconds.pop(BACKWARD, 0.0) * 1000.0 / iterations
+
+    def median_ms(name: str) -> float:
+        return statistics.median(lap.get(name, 0.0) for lap in laps) * 1000.0
+
+    backward_ms = median_ms(BACKWARD)
     stages = {}
     for name in STAGES:
-        forward_ms = clock.seconds.get(name, 0.0) * 1000.0 / iterations
-        backward = backward_ms * shares.get(name, 0.0)
+        forward_ms, backward = median_ms(name), backward_ms * shares.get(name, 0.0)
         if forward_ms or backward:
             stages[name] = {
                 "forward_ms": forward_ms,
                 "backward_ms": backward,
                 "total_ms": forward_ms + backward,
             }
-    mean_ms = statistics.fmean(wall)
+    iteration_ms = statistics.median(wall)
     return {
-        "iteration_ms": statistics.median(wall),
-        "mean_iteration_ms": mean_ms,
+        "iteration_ms": iteration_ms,
         "backward_ms": backward_ms,
         "stages": stages,
-        "unattributed_ms": mean_ms - sum(stage["total_ms"] for stage in stages.values()),
+        "rest_ms": iteration_ms - sum(stage["total_ms"] for stage in stages.values()),
     }
 
 
@@ -247,22 +259,24 @@ def training_run(cfg: Config, output_dir: Path) -> StageRun:
 
 def format_profile(result: dict[str, Any]) -> str:
     """A Markdown table of :func:`profile_iterations`' result: ms per iteration per stage."""
-    total = result["mean_iteration_ms"]
+    total = result["iteration_ms"]
     lines = [
         "| stage | forward ms | backward ms | total ms | share |",
         "|---|---:|---:|---:|---:|",
     ]
     rows = dict(result["stages"])
-    glue = result["unattributed_ms"]
-    rows["loop glue (unattributed)"] = {"forward_ms": glue, "backward_ms": 0.0, "total_ms": glue}
+    rest = result["rest_ms"]
+    rows["rest (loop glue, spread of medians)"] = {
+        "forward_ms": rest,
+        "backward_ms": 0.0,
+        "total_ms": rest,
+    }
     for name, times in rows.items():
         lines.append(
             f"| {name} | {times['forward_ms']:.1f} | {times['backward_ms']:.1f} "
             f"| {times['total_ms']:.1f} | {100 * times['total_ms'] / total:.1f}% |"
         )
-    lines.append(
-        f"| **iteration (mean)** | | {result['backward_ms']:.1f} | **{total:.1f}** | 100% |"
-    )
+    lines.append(f"| **iteration** | | {result['backward_ms']:.1f} | **{total:.1f}** | 100% |")
     lines.append("")
-    lines.append(f"median iteration: {result['iteration_ms']:.1f} ms")
+    lines.append("medians over the iterations, ms per iteration")
     return "\n".join(lines)
