@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from ps_roi_reference import (
     reference_original_layer,
     reference_ps_roi_align,
@@ -110,6 +111,23 @@ def test_align_fast_path_equals_pure_pytorch(
     pure = run()
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(fast, pure, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def test_align_over_threads_equals_one_call(grad_mode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without gradients, torchvision's kernel runs on chunks of the RoIs in threads: the same
+    numbers as one call (each RoI is computed alone either way)."""
+    monkeypatch.setattr(ps_roi_pool_module.torch, "get_num_threads", lambda: 3)
+    generator = torch.Generator().manual_seed(9)
+    features = torch.randn(2, 27, 9, 11, generator=generator)
+    corners = torch.rand(400, 2, generator=generator) * 40 - 4
+    sizes = torch.rand(400, 2, generator=generator) * 30
+    image = torch.randint(0, 2, (400, 1), generator=generator).float()
+    rois = torch.cat((image, corners, corners + sizes), dim=1)
+    expected = torchvision.ops.ps_roi_align(features, rois, 3, 0.25, 2)
+    with grad_mode():
+        chunked = ps_roi_pool(features, rois, 3, 0.25, "align")
+    assert torch.equal(chunked, expected)
 
 
 def test_pool_equals_original_layer_on_inclusive_boxes() -> None:

@@ -43,6 +43,7 @@ Fast path: in eager mode on CPU or CUDA with float32/float64 features, ``"align"
 torchvision's compiled ``ps_roi_align``: same convention, same numbers (the tests check forward
 and backward against the pure-PyTorch path; it computes coordinates in the features' dtype, which
 moves float32 results by rounding error only), far less memory than gathering every sample.
+Its CPU kernel is single-threaded, so without gradients the RoIs are split over threads.
 While exporting, tracing or compiling, and on other devices, the pure-PyTorch path runs.
 torchvision's ``ps_roi_pool`` is never used: it rounds in feature coordinates, forces a minimum
 size of one cell and clamps bin ends to ``H - 1`` in forward (so the last row and column are
@@ -51,6 +52,7 @@ never pooled), none of which is Eq. (1) with the original layer's arithmetic.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -61,6 +63,9 @@ MODES = ("pool", "align")
 
 # The original layer's lower bound on the RoI size in feature cells (avoids empty RoIs).
 _MIN_ROI_SIZE = 0.1
+# Fewer RoIs than this per thread are not worth starting threads for (a few hundred
+# microseconds against about 40 per RoI of 21 classes at k = 7 on one core).
+_MIN_ROIS_PER_THREAD = 64
 
 
 def ps_roi_pool(
@@ -89,7 +94,7 @@ def ps_roi_pool(
     if mode == "pool":
         return _pool_exact(features, rois, k, spatial_scale)
     if _torchvision_align_applies(features):
-        return torchvision.ops.ps_roi_align(
+        return _torchvision_align(
             features, rois.detach().to(features.dtype), k, spatial_scale, sampling_ratio
         )
     return _pool_bilinear(features, rois, k, spatial_scale, sampling_ratio)
@@ -152,6 +157,34 @@ def _torchvision_align_applies(features: Tensor) -> bool:
         torch.float32,
         torch.float64,
     )
+
+
+def _torchvision_align(
+    features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """torchvision's ``ps_roi_align``; on the CPU without gradients, over several threads.
+
+    Its CPU kernel runs on one core, whatever torch's thread count, so at 2000 RoIs it is the
+    part of inference that grows with the RoIs. The kernel releases the GIL, so chunks of the
+    RoIs run at once in a thread pool, one per torch thread. (Backward stays in one call: the
+    chunks' gradients would all add into the same feature maps.)
+    """
+    threads = torch.get_num_threads()
+    chunked = (
+        features.device.type == "cpu"
+        and threads > 1
+        and rois.shape[0] >= threads * _MIN_ROIS_PER_THREAD
+        and not (torch.is_grad_enabled() and features.requires_grad)
+    )
+    if not chunked:
+        return torchvision.ops.ps_roi_align(features, rois, k, spatial_scale, sampling_ratio)
+
+    def pool(chunk: Tensor) -> Tensor:
+        with torch.no_grad():  # grad mode is per thread; the caller's had none to give
+            return torchvision.ops.ps_roi_align(features, chunk, k, spatial_scale, sampling_ratio)
+
+    with ThreadPoolExecutor(threads) as executor:
+        return torch.cat(list(executor.map(pool, rois.tensor_split(threads))))
 
 
 def _bin_major(features: Tensor, k: int) -> Tensor:
