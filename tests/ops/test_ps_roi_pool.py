@@ -175,6 +175,23 @@ def test_gradcheck(mode: str) -> None:
     )
 
 
+def test_pool_gradient_without_the_hand_written_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the op is traced or compiled, autograd differentiates the plain operations of the
+    same forward; its gradient equals the hand-written one."""
+    features = torch.randn(
+        2, 18, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(11)
+    ).requires_grad_()
+    rois = _mixed_rois(6, 7, 4)
+    upstream = torch.randn(len(rois), 2, 3, 3, dtype=torch.float64)
+    (hand_written,) = torch.autograd.grad(ps_roi_pool(features, rois, 3, 0.25), features, upstream)
+    monkeypatch.setattr(ps_roi_pool_module, "_eager", lambda: False)
+    (plain,) = torch.autograd.grad(ps_roi_pool(features, rois, 3, 0.25), features, upstream)
+    torch.testing.assert_close(plain, hand_written, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda x: ps_roi_pool(x, rois[:4], 3, 0.25), (features,), eps=1e-6, atol=1e-8
+    )
+
+
 def test_each_channel_feeds_only_its_own_class_and_bin(mode: str) -> None:
     k, num_classes = 3, 2
     rois = torch.tensor([[0, 0.0, 0.0, 12.0, 12.0]])
