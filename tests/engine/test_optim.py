@@ -28,6 +28,19 @@ def test_lr_factor_by_hand() -> None:
     assert lr_factor(0, 0, 0.2, [], 0.1) == 1.0
 
 
+def _lrs_of_iterations(cfg: TrainConfig, iterations: int) -> list[float]:
+    """The lr each of the first ``iterations`` updates uses, through the real scheduler."""
+    weight = nn.Parameter(torch.zeros(3))
+    optimizer = build_optimizer([weight], cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(iterations):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
 def test_cosine_lr_factor_by_hand() -> None:
     # warm-up over 2 iterations from 0.5, then cos over the 4 iterations 2..5 of 6:
     # (1 + cos(pi t)) / 2 at t = 0, 1/4, 1/2, 3/4.
@@ -49,14 +62,7 @@ def test_scheduler_follows_the_cosine_schedule() -> None:
         iterations=4,
         warmup_iters=0,
     )
-    weight = nn.Parameter(torch.zeros(3))
-    optimizer = build_optimizer([weight], cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    lrs = []
-    for _ in range(4):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = _lrs_of_iterations(cfg, 4)
     assert lrs == pytest.approx([0.1 * cosine_lr_factor(i, 0, 1.0, 4) for i in range(4)])
     assert lrs == pytest.approx([0.1, 0.1 * (2 + 2**0.5) / 4, 0.05, 0.1 * (2 - 2**0.5) / 4])
 
@@ -71,14 +77,7 @@ def test_scheduler_follows_the_paper_schedule() -> None:
         warmup_iters=2,
         warmup_factor=0.5,
     )
-    weight = nn.Parameter(torch.zeros(3))
-    optimizer = build_optimizer([weight], cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    lrs = []
-    for _ in range(7):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = _lrs_of_iterations(cfg, 7)
     peak = 2.5e-4
     assert lrs == pytest.approx([0.5 * peak, 0.75 * peak, peak, peak, peak, peak / 10, peak / 10])
 
