@@ -23,6 +23,7 @@ TOOL_MODULES = {
     "ablate": "rfcn.tools.ablate",
     "mosaic": "rfcn.tools.mosaic",
     "benchmark": "rfcn.tools.benchmark",
+    "profile": "rfcn.tools.profile",
     "export": "rfcn.tools.export",
 }
 

@@ -140,6 +140,9 @@ class TrainConfig:
     base_batch: int = 8  # the batch base_lr is given for; lr scales linearly with the batch
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # after the warm-up: "step" (x lr_gamma at each of lr_steps, the paper) or "cosine" (a half
+    # cosine from the peak lr to 0 at the last iteration; lr_steps and lr_gamma unused)
+    lr_schedule: str = "step"
     lr_steps: list[int] = field(default_factory=lambda: [20000])
     lr_gamma: float = 0.1
     warmup_iters: int = 500
@@ -317,6 +320,7 @@ _CHOICES = {
     "model.deformable_conv5": ("none", "v1", "v2"),
     "data.format": ("voc", "coco", "synthetic"),
     "train.mode": ("end_to_end", "alternating"),
+    "train.lr_schedule": ("step", "cosine"),
     "train.amp": ("none", "bf16", "fp16"),
     "eval.metric": ("voc07", "voc", "coco"),
 }

@@ -13,6 +13,7 @@ from rfcn.data.synthetic import (
     ensure_synthetic_dataset,
     object_size_range,
     render_image,
+    write_synthetic_dataset,
 )
 from rfcn.errors import UserError
 
@@ -117,6 +118,22 @@ def test_dataset_is_reused_or_regenerated_by_its_manifest(tmp_path: Path) -> Non
     assert (root / "ImageSets/Main/train.txt").read_text().split()[-1] == "train_000003"
     assert json.loads((root / MANIFEST_NAME).read_text())["train_images"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"], "no temp folder left"
+
+
+def test_workers_write_the_same_files_as_one_process(tmp_path: Path) -> None:
+    cfg = _tiny_config(synthetic_train_images=5, synthetic_test_images=3)
+    write_synthetic_dataset(tmp_path / "one", cfg, workers=1)
+    write_synthetic_dataset(tmp_path / "three", cfg, workers=3)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*"))
+    assert len([f for f in files if f.suffix == ".jpg"]) == 8
+    assert files == sorted(
+        p.relative_to(tmp_path / "three") for p in (tmp_path / "three").rglob("*")
+    )
+    for name in files:
+        if (tmp_path / "one" / name).is_file():
+            assert (tmp_path / "one" / name).read_bytes() == (
+                tmp_path / "three" / name
+            ).read_bytes()
 
 
 def test_refuses_to_overwrite_a_folder_that_is_not_a_synthetic_dataset(tmp_path: Path) -> None:

@@ -3,7 +3,13 @@ import torch
 from torch import nn
 
 from rfcn.config import TrainConfig
-from rfcn.engine.optim import build_optimizer, build_scheduler, lr_factor, scaled_lr
+from rfcn.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    cosine_lr_factor,
+    lr_factor,
+    scaled_lr,
+)
 
 
 def test_linear_scaling_rule() -> None:
@@ -22,6 +28,45 @@ def test_lr_factor_by_hand() -> None:
     assert lr_factor(0, 0, 0.2, [], 0.1) == 1.0
 
 
+def _lrs_of_iterations(cfg: TrainConfig, iterations: int) -> list[float]:
+    """The lr each of the first ``iterations`` updates uses, through the real scheduler."""
+    weight = nn.Parameter(torch.zeros(3))
+    optimizer = build_optimizer([weight], cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    lrs = []
+    for _ in range(iterations):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_cosine_lr_factor_by_hand() -> None:
+    # warm-up over 2 iterations from 0.5, then cos over the 4 iterations 2..5 of 6:
+    # (1 + cos(pi t)) / 2 at t = 0, 1/4, 1/2, 3/4.
+    root_half = 0.5**0.5
+    expected = [0.5, 0.75, 1.0, (1 + root_half) / 2, 0.5, (1 - root_half) / 2]
+    assert [cosine_lr_factor(i, 2, 0.5, 6) for i in range(6)] == pytest.approx(expected)
+    # no warm-up; past the end it stays at 0
+    assert cosine_lr_factor(0, 0, 0.5, 4) == 1.0
+    assert cosine_lr_factor(9, 0, 0.5, 4) == pytest.approx(0.0)
+
+
+def test_scheduler_follows_the_cosine_schedule() -> None:
+    cfg = TrainConfig(
+        base_lr=0.1,
+        images_per_batch=2,
+        base_batch=2,
+        lr_schedule="cosine",
+        lr_steps=[1],  # unused by the cosine schedule
+        iterations=4,
+        warmup_iters=0,
+    )
+    lrs = _lrs_of_iterations(cfg, 4)
+    assert lrs == pytest.approx([0.1 * cosine_lr_factor(i, 0, 1.0, 4) for i in range(4)])
+    assert lrs == pytest.approx([0.1, 0.1 * (2 + 2**0.5) / 4, 0.05, 0.1 * (2 - 2**0.5) / 4])
+
+
 def test_scheduler_follows_the_paper_schedule() -> None:
     # The paper's VOC recipe at 2 images per batch: 2.5e-4 (1e-3 x 2/8), a tenth after step 20k.
     cfg = TrainConfig(
@@ -32,14 +77,7 @@ def test_scheduler_follows_the_paper_schedule() -> None:
         warmup_iters=2,
         warmup_factor=0.5,
     )
-    weight = nn.Parameter(torch.zeros(3))
-    optimizer = build_optimizer([weight], cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    lrs = []
-    for _ in range(7):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
+    lrs = _lrs_of_iterations(cfg, 7)
     peak = 2.5e-4
     assert lrs == pytest.approx([0.5 * peak, 0.75 * peak, peak, peak, peak, peak / 10, peak / 10])
 
@@ -92,3 +130,25 @@ def test_offset_parameters_get_their_lr_factor_under_the_schedule() -> None:
     assert lrs == pytest.approx([0.01, 0.001, 0.001, 0.0001])  # (weights, offsets) per step
     # Without offset parameters (a plain R-FCN) there is one group, as before.
     assert len(build_optimizer([weight], cfg).param_groups) == 1
+
+
+def test_fused_update_equals_the_per_parameter_loop() -> None:
+    """On the CPU the optimiser is torch's fused SGD: the same steps as the plain loop."""
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=generator), torch.randn(7, generator=generator)]
+    grads = [[torch.randn(p.shape, generator=generator) for p in start] for _ in range(4)]
+    cfg = TrainConfig(base_lr=0.05, base_batch=8)
+    fused_params = [nn.Parameter(p.clone()) for p in start]
+    loop_params = [nn.Parameter(p.clone()) for p in start]
+    fused = build_optimizer(fused_params, cfg)
+    assert fused.param_groups[0]["fused"]
+    loop = torch.optim.SGD(
+        loop_params, lr=0.05, momentum=0.9, weight_decay=5e-4, foreach=False, fused=False
+    )
+    for step_grads in grads:
+        for optimizer, params in ((fused, fused_params), (loop, loop_params)):
+            for param, grad in zip(params, step_grads, strict=True):
+                param.grad = grad.clone()
+            optimizer.step()
+    for a, b in zip(fused_params, loop_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

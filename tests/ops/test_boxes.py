@@ -77,3 +77,20 @@ def test_batched_nms_is_nms_per_group(monkeypatch: pytest.MonkeyPatch, exporting
     assert kept.tolist() == _nms_per_group_reference(boxes, scores, groups, 0.5)
     empty = boxes_module.batched_nms(boxes[:0], scores[:0], groups[:0], 0.5)
     assert empty.shape == (0,)
+
+
+@pytest.mark.parametrize("exporting", [False, True])
+@pytest.mark.parametrize("limit", [1, 7, 40, 1000])
+def test_batched_nms_top_is_the_first_kept_of_full_nms(
+    monkeypatch: pytest.MonkeyPatch, exporting: bool, limit: int
+) -> None:
+    """Early stopping (NMS over the best boxes only) keeps exactly what full NMS keeps first."""
+    monkeypatch.setattr(boxes_module, "is_exporting", lambda: exporting)
+    generator = torch.Generator().manual_seed(1)
+    corners = torch.rand(400, 2, generator=generator) * 60  # crowded: NMS removes many
+    boxes = torch.cat((corners, corners + torch.rand(400, 2, generator=generator) * 30 + 1), 1)
+    scores = torch.rand(400, generator=generator)
+    for groups in (torch.zeros(400, dtype=torch.int64), torch.randint(0, 6, (400,))):
+        full = _nms_per_group_reference(boxes, scores, groups, 0.3)
+        kept = boxes_module.batched_nms_top(boxes, scores, groups, 0.3, limit)
+        assert kept.tolist() == full[:limit]

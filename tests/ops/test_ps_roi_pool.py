@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from ps_roi_reference import (
     reference_original_layer,
     reference_ps_roi_align,
@@ -96,6 +97,23 @@ def test_align_fast_path_equals_pure_pytorch(
     torch.testing.assert_close(fast, pure, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def test_align_over_threads_equals_one_call(grad_mode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without gradients, torchvision's kernel runs on chunks of the RoIs in threads: the same
+    numbers as one call (each RoI is computed alone either way)."""
+    monkeypatch.setattr(ps_roi_pool_module.torch, "get_num_threads", lambda: 3)
+    generator = torch.Generator().manual_seed(9)
+    features = torch.randn(2, 27, 9, 11, generator=generator)
+    corners = torch.rand(400, 2, generator=generator) * 40 - 4
+    sizes = torch.rand(400, 2, generator=generator) * 30
+    image = torch.randint(0, 2, (400, 1), generator=generator).float()
+    rois = torch.cat((image, corners, corners + sizes), dim=1)
+    expected = torchvision.ops.ps_roi_align(features, rois, 3, 0.25, 2)
+    with grad_mode():
+        chunked = ps_roi_pool(features, rois, 3, 0.25, "align")
+    assert torch.equal(chunked, expected)
+
+
 def test_pool_equals_original_layer_on_inclusive_boxes() -> None:
     """The original layer took 0-based inclusive ends and added 1; with our exclusive ends
     (x2 = inclusive end + 1) the op computes the same numbers without a +1."""
@@ -138,6 +156,23 @@ def test_gradcheck(mode: str) -> None:
     )
     assert torch.autograd.gradcheck(
         lambda x: ps_roi_pool(x, rois, 2, 0.25, mode), (features,), eps=1e-6, atol=1e-8
+    )
+
+
+def test_pool_gradient_without_the_hand_written_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the op is traced or compiled, autograd differentiates the plain operations of the
+    same forward; its gradient equals the hand-written one."""
+    features = torch.randn(
+        2, 18, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(11)
+    ).requires_grad_()
+    rois = mixed_rois(6, 7, 4)
+    upstream = torch.randn(len(rois), 2, 3, 3, dtype=torch.float64)
+    (hand_written,) = torch.autograd.grad(ps_roi_pool(features, rois, 3, 0.25), features, upstream)
+    monkeypatch.setattr(ps_roi_pool_module, "_eager", lambda: False)
+    (plain,) = torch.autograd.grad(ps_roi_pool(features, rois, 3, 0.25), features, upstream)
+    torch.testing.assert_close(plain, hand_written, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda x: ps_roi_pool(x, rois[:4], 3, 0.25), (features,), eps=1e-6, atol=1e-8
     )
 
 

@@ -28,12 +28,18 @@ def test_settings_quick_then_explicit_flags() -> None:
     assert not full.c4_training
     assert full.deformable and full.deformable_roi_counts == (300, 2000)
     assert not benchmark.settings_from_args(_parse(["--out", "x", "--no-deformable"])).deformable
+    assert (full.ps_roi_mode, full.rfcn_only) == (None, False)
+    align = benchmark.settings_from_args(
+        _parse(["--out", "x", "--ps-roi-mode", "align", "--rfcn-only"])
+    )
+    assert (align.ps_roi_mode, align.rfcn_only) == ("align", True)
     big = benchmark.settings_from_args(_parse(["--out", "x", "--size", "900"]))
     assert big.max_size >= 900 * 4 // 3  # the network input keeps its shorter side
 
 
 @pytest.mark.parametrize(
-    "bad", [["--roi-counts", "0,5"], ["--roi-counts", "a"], ["--repeats", "0"]]
+    "bad",
+    [["--roi-counts", "0,5"], ["--roi-counts", "a"], ["--repeats", "0"], ["--ps-roi-mode", "max"]],
 )
 def test_bad_flags_are_refused(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
@@ -152,6 +158,26 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> N
     table = capsys.readouterr().out
     assert "| 16 |" in table and "R-FCN head" in table and f"wrote {out}" in table
     assert "| dpsroi_dconv5 |" in table
+
+
+def test_rfcn_only_align_benchmark_has_no_c4_rows(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--size", "64", "--roi-counts", "8,16", "--train-roi-counts", "16"]
+    argv += ["--repeats", "1", "--rfcn-only", "--ps-roi-mode", "align", "--no-deformable"]
+    argv += ["--out", str(out)]
+    assert benchmark.run(_parse(argv)) == 0
+    result = json.loads(out.read_text())
+    assert result["settings"]["ps_roi_mode"] == "align"
+    inference = result["inference"]
+    assert inference["head"]["c4"] == inference["pipeline"]["c4"] == {}
+    assert set(inference["pipeline_given_rois"]["rfcn"]) == {"8", "16"}
+    assert result["training"]["c4"] == {} and set(result["training"]["rfcn"]) == {"16"}
+    assert result["fast_path"] is None
+    targets = {t["name"]: t for t in result["targets"]}
+    assert targets["rfcn_speedup_over_c4"]["value"] is None
+    assert targets["rfcn_most_over_fewest_rois"]["value"] > 0
+    table = capsys.readouterr().out
+    assert "PS-RoI align" in table and "| 16 | - | - |" in table
 
 
 def test_calibrated_batch_norm_keeps_resnet101_at_unit_scale() -> None:

@@ -102,13 +102,14 @@ def random_targets(
 
 def inference_cases(
     rfcn: RFCN,
-    c4: RFCN,
+    c4: RFCN | None,
     images: list[Tensor],
     roi_counts: tuple[int, ...],
     budget: Budget,
     generator: torch.Generator,
 ) -> dict[str, Any]:
-    """Backbone floor, whole pipelines and heads alone (``images`` all of one size).
+    """Backbone floor, whole pipelines and heads alone (``images`` all of one size); the C4
+    counterpart's cases only when ``c4`` is given.
 
     - ``backbone``: conv1..conv5 of R-FCN on the transformed images (the floor);
     - ``pipeline``: ``model(images)`` end to end (transform, backbone, RPN, head,
@@ -125,8 +126,9 @@ def inference_cases(
     """
     device = budget.device
     fewest = roi_counts[0]
-    if {rfcn.rpn.post_nms_top_n["test"], c4.rpn.post_nms_top_n["test"]} != {fewest}:
-        raise ValueError(f"build both detectors with rpn_post_nms_test = {fewest}")
+    detectors = {"rfcn": rfcn} if c4 is None else {"rfcn": rfcn, "c4": c4}
+    if {model.rpn.post_nms_top_n["test"] for model in detectors.values()} != {fewest}:
+        raise ValueError(f"build the detectors with rpn_post_nms_test = {fewest}")
     results: dict[str, Any] = {
         name: {"rfcn": {}, "c4": {}} for name in ("pipeline", "pipeline_given_rois", "head")
     }
@@ -137,7 +139,7 @@ def inference_cases(
         conv4 = rfcn.backbone.trunk(batch.tensor)
         height, width = batch.image_sizes[0]
         input_height, input_width = images[0].shape[-2:]
-        for name, model in (("rfcn", rfcn), ("c4", c4)):
+        for name, model in detectors.items():
             result = measure(lambda model=model: model(images), budget)
             result["proposals"] = [len(p) for p in model.propose(images, fewest)]
             results["pipeline"][name][str(fewest)] = result
@@ -148,7 +150,7 @@ def inference_cases(
             ]
             boxes = random_boxes(count, height, width, generator)
             rois = torch.cat((boxes.new_zeros(count, 1), boxes), dim=1).to(device)  # (N, 5)
-            for name, model in (("rfcn", rfcn), ("c4", c4)):
+            for name, model in detectors.items():
                 if name == "rfcn" or count == fewest:
                     results["pipeline_given_rois"][name][key] = measure(
                         lambda model=model, given=given: model(images, proposals=given), budget

@@ -73,6 +73,8 @@ class BenchmarkSettings:
     compile: bool = False
     seed: int = 0
     weights: str | None = None  # a trained checkpoint instead of random weights
+    ps_roi_mode: str | None = None  # "pool" or "align"; None: the model config's (or checkpoint's)
+    rfcn_only: bool = False  # no C4 counterpart and no fast-path variants: R-FCN's rows alone
     image: str | None = None  # a picture instead of random pixels
     deformable: bool = True  # also time the Deformable ConvNets variants
     deformable_roi_counts: tuple[int, ...] = (300, 2000)
@@ -92,11 +94,13 @@ QUICK = {
 def _detector(settings: BenchmarkSettings, image: Tensor) -> tuple[RFCN, ModelConfig]:
     """R-FCN at the benchmark's size and test RoI count: trained weights from
     ``settings.weights``, or random ones with BatchNorm fitted to ``image``."""
-    size_settings = {
+    size_settings: dict[str, object] = {
         "min_size": (settings.size,),
         "max_size": settings.max_size,
         "rpn_post_nms_test": settings.roi_counts[0],
     }
+    if settings.ps_roi_mode is not None:
+        size_settings["ps_roi_mode"] = settings.ps_roi_mode
     if settings.weights is None:
         cfg = ModelConfig(
             backbone=settings.backbone, num_classes=settings.num_classes, **size_settings
@@ -130,8 +134,12 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     images = [image]
     height, width = image.shape[-2:]
     rfcn, cfg = _detector(settings, image)
-    settings = replace(settings, backbone=cfg.backbone, num_classes=cfg.num_classes)
-    c4 = build_c4_detector(rfcn, cfg).eval()  # its per-RoI conv5 takes R-FCN's statistics
+    settings = replace(
+        settings, backbone=cfg.backbone, num_classes=cfg.num_classes, ps_roi_mode=cfg.ps_roi_mode
+    )
+    c4 = None
+    if not settings.rfcn_only:
+        c4 = build_c4_detector(rfcn, cfg).eval()  # its per-RoI conv5 takes R-FCN's statistics
     inference = inference_cases(rfcn, c4, images, settings.roi_counts, budget, generator)
     ground_truth = random_targets(3, height, width, settings.num_classes, generator)
     targets = [{key: value.to(device) for key, value in ground_truth.items()}]
@@ -139,16 +147,18 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     for count in settings.train_roi_counts:
         key = str(count)
         training["rfcn"][key] = training_case(rfcn, images, targets, count, budget, generator)
-        if settings.c4_training:
+        if c4 is not None and settings.c4_training:
             training["c4"][key] = training_case(c4, images, targets, count, budget, generator)
-    if settings.c4_training:
+    if training["c4"]:
         training["rfcn_speedup_over_c4"] = {
             n: median_ms(training["c4"][n]) / median_ms(training["rfcn"][n])
             for n in training["rfcn"]
         }
-    fast_path = fast_path_cases(
-        rfcn, images, batch_images, budget, generator, compile_backbone=settings.compile
-    )
+    fast_path = None
+    if not settings.rfcn_only:
+        fast_path = fast_path_cases(
+            rfcn, images, batch_images, budget, generator, compile_backbone=settings.compile
+        )
     ratios = {
         "wall": summarize_ratios(inference, "median_ms"),
         "cpu": summarize_ratios(inference, "cpu_median_ms"),

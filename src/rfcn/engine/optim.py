@@ -9,6 +9,11 @@ SGD with momentum 0.9 and weight decay 5e-4; lr 1e-3 for the first 20k and 1e-4 
 - a linear warm-up over ``warmup_iters`` from ``warmup_factor * lr`` to ``lr``, which keeps a
   randomly initialised head from diverging in the first iterations.
 
+``train.lr_schedule`` picks what follows the warm-up: ``"step"``, the paper's drops by
+``lr_gamma`` at ``lr_steps``, or ``"cosine"`` (Loshchilov & Hutter, 2017, without restarts), a
+half cosine from the peak lr down to 0 at the end of training; for a short training run it
+spends more iterations at a high lr and still ends with small steps.
+
 Bias handling: the paper states one weight decay and one lr; the original Caffe prototxts gave
 biases twice the lr and no decay, which the paper does not mention. We follow the paper: every
 trainable parameter (weights and biases alike) gets the same lr and the same weight decay. With
@@ -19,6 +24,7 @@ shift is decayed; with ``model.frozen_bn: false`` they are decayed like every ot
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -36,6 +42,14 @@ def scaled_lr(cfg: TrainConfig) -> float:
     return cfg.base_lr * cfg.images_per_batch / cfg.base_batch
 
 
+def warmup(iteration: int, warmup_iters: int, warmup_factor: float) -> float:
+    """The warm-up's multiplier: linear from ``warmup_factor`` to 1 over ``warmup_iters``."""
+    if iteration >= warmup_iters:
+        return 1.0
+    alpha = iteration / warmup_iters
+    return warmup_factor * (1.0 - alpha) + alpha
+
+
 def lr_factor(
     iteration: int,
     warmup_iters: int,
@@ -49,10 +63,18 @@ def lr_factor(
     ``gamma ** (number of steps <= iteration)``.
     """
     decay = gamma ** bisect.bisect_right(sorted(steps), iteration)
-    if iteration >= warmup_iters:
-        return decay
-    alpha = iteration / warmup_iters
-    return decay * (warmup_factor * (1.0 - alpha) + alpha)
+    return decay * warmup(iteration, warmup_iters, warmup_factor)
+
+
+def cosine_lr_factor(
+    iteration: int, warmup_iters: int, warmup_factor: float, iterations: int
+) -> float:
+    """Multiplier of the peak lr at ``iteration`` of ``iterations``: the linear warm-up, then
+    ``(1 + cos(pi * t)) / 2`` with ``t`` going from 0 at the warm-up's end to 1 at the end."""
+    if iteration < warmup_iters:
+        return warmup(iteration, warmup_iters, warmup_factor)
+    progress = (iteration - warmup_iters) / max(iterations - warmup_iters, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def build_optimizer(
@@ -77,18 +99,22 @@ def build_optimizer(
             "lr": scaled_lr(cfg) * cfg.offset_lr_factor,
         },
     ]
+    # One fused kernel for all parameters where torch has it (CPU and CUDA): the same update
+    # up to float rounding, in half the time of the per-parameter loop on a 2-core CPU.
+    fused = all(p.device.type in ("cpu", "cuda") for p in trainable)
     return torch.optim.SGD(
         [group for group in groups if group["params"]],
         lr=scaled_lr(cfg),
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
+        fused=fused,
     )
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Warm-up then step decay as a ``LambdaLR`` (stepped once per iteration).
+    """Warm-up then ``cfg.lr_schedule`` as a ``LambdaLR`` (stepped once per iteration).
 
     The lambda is a plain closure, so the scheduler's ``state_dict`` holds only numbers (the
     schedule itself is rebuilt from the config on resume).
@@ -96,6 +122,8 @@ def build_scheduler(
     steps = list(cfg.lr_steps)
 
     def factor(iteration: int) -> float:
+        if cfg.lr_schedule == "cosine":
+            return cosine_lr_factor(iteration, cfg.warmup_iters, cfg.warmup_factor, cfg.iterations)
         return lr_factor(iteration, cfg.warmup_iters, cfg.warmup_factor, steps, cfg.lr_gamma)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -26,7 +26,7 @@ from rfcn.data.transforms import hflip_boxes
 from rfcn.inference.detections import Detections
 from rfcn.inference.fast_path import optimize_for_inference
 from rfcn.inference.image_input import as_rgb_array, to_chw_float
-from rfcn.ops.boxes import batched_nms
+from rfcn.ops.boxes import batched_nms_top
 
 
 class Predictor:
@@ -177,7 +177,7 @@ class Predictor:
         boxes = torch.cat([out["boxes"] for out in outputs])
         scores = torch.cat([out["scores"] for out in outputs])
         labels = torch.cat([out["labels"] for out in outputs])
-        keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_image]
+        keep = batched_nms_top(boxes, scores, labels, self.nms_thresh, self.detections_per_image)
         return {"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]}
 
     @contextlib.contextmanager

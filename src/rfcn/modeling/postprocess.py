@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from rfcn.ops.box_coder import BoxCoder
-from rfcn.ops.boxes import batched_nms, clip_boxes, nonempty_boxes
+from rfcn.ops.boxes import batched_nms_top, clip_boxes, nonempty_boxes
 
 
 def class_boxes(box_deltas: Tensor, box_mode: str, num_classes: int) -> Tensor:
@@ -60,7 +60,9 @@ def postprocess_detections(
         labels = torch.arange(1, num_classes + 1, device=scores.device).repeat(end - start)
         keep = (scores > score_thresh) & nonempty_boxes(boxes, 0.0)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes.float(), scores.float(), labels, nms_thresh)[:detections_per_img]
+        keep = batched_nms_top(
+            boxes.float(), scores.float(), labels, nms_thresh, detections_per_img
+        )
         detections.append({"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]})
         start = end
     return detections

@@ -13,7 +13,7 @@ from rfcn.modeling.anchors import AnchorGenerator
 from rfcn.modeling.losses import rpn_losses
 from rfcn.modeling.matching import Matcher, sample_balanced
 from rfcn.ops.box_coder import BoxCoder
-from rfcn.ops.boxes import batched_nms, box_iou, clip_boxes, nonempty_boxes
+from rfcn.ops.boxes import batched_nms_top, box_iou, clip_boxes, nonempty_boxes
 
 
 class RPNHead(nn.Module):
@@ -121,8 +121,9 @@ class RegionProposalNetwork(nn.Module):
         pre_nms_top_n: int,
         post_nms_top_n: int,
     ) -> list[Tensor]:
-        """Top scores -> decode -> clip -> drop small -> NMS -> top ``post_nms_top_n``, per image,
-        vectorised over the batch (one NMS call, boxes of different images never suppress).
+        """Top scores -> decode -> clip -> drop small -> NMS -> top ``post_nms_top_n``, per image
+        (decoding vectorised over the batch; NMS per image, on as few of its best boxes as give
+        ``post_nms_top_n`` proposals, :func:`~rfcn.ops.boxes.batched_nms_top`).
         """
         batch = objectness.shape[0]
         pre_nms = min(pre_nms_top_n, objectness.shape[1])
@@ -137,10 +138,16 @@ class RegionProposalNetwork(nn.Module):
         scores = scores.reshape(-1)
         valid = nonempty_boxes(boxes, self.min_size) & torch.isfinite(scores)
         boxes, scores, image_index = boxes[valid], scores[valid], image_index[valid]
-        keep = batched_nms(boxes.float(), scores.float(), image_index, self.nms_thresh)
-        # keep is sorted by decreasing score, so each image's first entries are its best.
-        kept_boxes, kept_images = boxes[keep], image_index[keep]
-        return [kept_boxes[kept_images == b][:post_nms_top_n] for b in range(batch)]
+        proposals = []
+        for image in range(batch):
+            mine = image_index == image
+            image_boxes, image_scores = boxes[mine], scores[mine].float()
+            one_group = torch.zeros_like(image_scores, dtype=torch.int64)
+            keep = batched_nms_top(
+                image_boxes.float(), image_scores, one_group, self.nms_thresh, post_nms_top_n
+            )  # best first
+            proposals.append(image_boxes[keep])
+        return proposals
 
     def _losses(
         self, objectness: Tensor, deltas: Tensor, anchors: Tensor, gt_boxes: list[Tensor]

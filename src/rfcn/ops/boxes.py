@@ -85,6 +85,33 @@ def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
 
 
+def batched_nms_top(
+    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, limit: int
+) -> Tensor:
+    """The first ``limit`` indices of :func:`batched_nms` (the best kept boxes), computed from
+    as few of the highest-scoring boxes as give ``limit`` kept ones.
+
+    Exact: whether NMS keeps a box depends only on the higher-scoring boxes of its group, so
+    NMS over the ``m`` best boxes keeps what NMS over all of them keeps among those ``m``, and
+    once that is ``limit`` boxes, every box outside the ``m`` ranks below all of them. Starting
+    from ``m = 2 * limit`` (doubled while too few are kept; NMS costs up to ``m**2``, so the
+    retries add at most a third), per-class NMS of 100 detections from 2000 RoIs x 20 classes,
+    or of 300 proposals from 6000 anchors, costs a fraction of NMS over all boxes. While
+    exporting, NMS runs over all boxes (no data-dependent loop).
+    """
+    if is_exporting():
+        return batched_nms(boxes, scores, groups, iou_threshold)[:limit]
+    count = scores.shape[0]
+    candidates = 2 * limit
+    while candidates < count:
+        best = scores.topk(candidates).indices  # sorted, best first
+        keep = batched_nms(boxes[best], scores[best], groups[best], iou_threshold)
+        if keep.shape[0] >= limit:
+            return best[keep[:limit]]
+        candidates *= 2
+    return batched_nms(boxes, scores, groups, iou_threshold)[:limit]
+
+
 def is_exporting() -> bool:
     """Whether the code runs under ``torch.export``, TorchScript tracing or the ONNX exporter."""
     return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()

@@ -73,6 +73,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "makes the bf16 agreement meaningful",
     )
     parser.add_argument("--image", help="a picture to run on instead of random pixels")
+    parser.add_argument(
+        "--ps-roi-mode",
+        choices=("pool", "align"),
+        help="PS-RoI pooling of R-FCN's head (default: the model's, pool for random weights)",
+    )
+    parser.add_argument(
+        "--rfcn-only",
+        action="store_true",
+        help="time R-FCN alone (no C4 counterpart, no fast-path variants): its RoI-count and "
+        "training rows in a fraction of the time",
+    )
     parser.add_argument("--threads", type=_positive, help="torch.set_num_threads")
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile of the backbone"
@@ -93,7 +104,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     """Defaults, then ``--quick``'s sizes, then every flag given explicitly."""
     settings = BenchmarkSettings(
-        device=args.device, compile=args.compile, weights=args.weights, image=args.image
+        device=args.device,
+        compile=args.compile,
+        weights=args.weights,
+        image=args.image,
+        rfcn_only=args.rfcn_only,
     )
     if args.quick:
         settings = replace(settings, **QUICK)
@@ -108,6 +123,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "batch_size": args.batch_size,
         "deformable": args.deformable,
         "deformable_roi_counts": args.deformable_roi_counts,
+        "ps_roi_mode": args.ps_roi_mode,
     }
     settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
     return replace(settings, max_size=max(settings.max_size, settings.size * 4 // 3 + 1))
