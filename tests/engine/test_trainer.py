@@ -95,6 +95,16 @@ def test_config_errors(make_config: Callable, tmp_path: Path) -> None:
         train(wrong_count, tmp_path, progress=False)
 
 
+def test_weights_that_cannot_be_had_stop_the_run_before_it_writes(
+    make_config: Callable, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    cfg = make_config(model={"pretrained": str(tmp_path / "missing.pth")})
+    with pytest.raises(UserError, match="pretrained weights file not found"):
+        train(cfg, out, progress=False)
+    assert not out.exists()
+
+
 def test_diverged_loss_is_reported(make_config: Callable, tmp_path: Path) -> None:
     cfg = make_config(train={"base_lr": 1e30, "warmup_iters": 0, "iterations": 3})
     with pytest.raises(UserError, match="training diverged"):

@@ -134,26 +134,33 @@ def _train(
             output_dir,
             f"already holds a training run ({LAST_CHECKPOINT}); resume it or choose another folder",
         )
-    # Before anything is written: a validation split that cannot be read stops the run here.
+    # Before anything is written: a validation split that cannot be read, or pretrained weights
+    # that cannot be had (the first stage's model is built here), stop the run.
     validator = Validator(cfg) if cfg.train.eval_every > 0 else None
-    if is_main_process():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_resolved_config(cfg, output_dir)
     stages = stages_for(cfg.train.mode)
     first = 0
     if resume_state is not None:
         first = [stage.name for stage in stages].index(resume_state["stage"])
-        if is_main_process():
-            truncate_metrics(output_dir, first * cfg.train.iterations + resume_state["iteration"])
     context = RunContext(cfg, dataset, device, output_dir, progress, callbacks)
-    for index in range(first, len(stages)):
+
+    def stage_run_at(index: int) -> StageRun:
         state = resume_state if index == first else None
         # Only in the last stage is the model the whole detector: end to end, the one stage;
         # alternating, step 4 (step 3's RPN, its own head).
         stage_validator = validator if index == len(stages) - 1 else None
-        stage_run = StageRun(
+        return StageRun(
             context, stages[index], index * cfg.train.iterations, state, stage_validator
         )
+
+    stage_run = stage_run_at(first)
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved_config(cfg, output_dir)
+        if resume_state is not None:
+            truncate_metrics(output_dir, first * cfg.train.iterations + resume_state["iteration"])
+    for index in range(first, len(stages)):
+        if index != first:
+            stage_run = stage_run_at(index)
         stage_run.run()
         # The next stage reads this stage's weights on every process.
         barrier()
