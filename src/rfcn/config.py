@@ -86,6 +86,10 @@ class ModelConfig:
     score_thresh: float = 0.001
     nms_thresh: float = 0.3
     detections_per_img: int = 100
+    # test-time box voting (Gidaris and Komodakis 2015; not in the paper): above 0, each box
+    # NMS keeps becomes the score-weighted mean of its class's boxes overlapping it by at least
+    # this IoU. 0: off, as the paper
+    box_voting_iou: float = 0.0
     # transform (resize inside the model, as torchvision's detection models)
     min_size: tuple[int, ...] = (600,)  # training picks one at random per batch
     max_size: int = 1000

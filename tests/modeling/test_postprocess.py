@@ -23,6 +23,19 @@ def test_per_class_nms_keeps_overlapping_boxes_of_different_classes():
     assert result["labels"].dtype == torch.int64
 
 
+def test_box_voting_moves_the_kept_box_to_the_score_weighted_mean_of_its_class():
+    proposals = [torch.tensor([[10.0, 10.0, 50.0, 50.0], [12.0, 12.0, 52.0, 52.0]])]
+    logits = torch.log(torch.tensor([[0.1, 0.9, 0.0001], [0.1, 0.3, 0.6]]))
+    deltas = torch.zeros(2, 1, 4)
+    (result,) = _run(logits, deltas, proposals, "agnostic", score_thresh=0.2, box_voting_iou=0.5)
+    assert result["labels"].tolist() == [1, 2]
+    # class 1: the kept box (0.9) and the suppressed one (0.3), IoU 0.82; class 2: alone
+    probabilities = torch.tensor([0.9 / 1.0001, 0.3])  # row sums 1.0001 and 1
+    class_1 = (probabilities[:, None] * proposals[0]).sum(0) / probabilities.sum()
+    torch.testing.assert_close(result["boxes"], torch.stack((class_1, proposals[0][1])))
+    torch.testing.assert_close(result["scores"], torch.tensor([0.9, 0.6]), rtol=1e-3, atol=1e-3)
+
+
 def test_decode_clip_threshold_and_top_n_per_image():
     proposals = [torch.tensor([[80.0, 80.0, 120.0, 120.0]]), torch.tensor([[0.0, 0.0, 10.0, 10.0]])]
     logits = torch.zeros(2, 4)  # every class 0.25

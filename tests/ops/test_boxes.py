@@ -3,7 +3,14 @@ import torch
 import torchvision
 
 from rfcn.ops import boxes as boxes_module
-from rfcn.ops.boxes import box_area, box_iou, clip_boxes, nonempty_boxes, scale_boxes
+from rfcn.ops.boxes import (
+    box_area,
+    box_iou,
+    clip_boxes,
+    nonempty_boxes,
+    scale_boxes,
+    vote_boxes,
+)
 
 
 def test_box_iou_hand_worked_example():
@@ -94,3 +101,23 @@ def test_batched_nms_top_is_the_first_kept_of_full_nms(
         full = _nms_per_group_reference(boxes, scores, groups, 0.3)
         kept = boxes_module.batched_nms_top(boxes, scores, groups, 0.3, limit)
         assert kept.tolist() == full[:limit]
+
+
+def test_vote_boxes_averages_the_overlapping_boxes_of_the_kept_ones_group_by_score():
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # kept, group 1, score 0.6
+            [0.0, 0.0, 10.0, 12.0],  # group 1, IoU 100/120 with box 0: votes
+            [20.0, 20.0, 30.0, 30.0],  # group 1, no overlap: does not vote
+            [0.0, 0.0, 10.0, 10.0],  # kept, group 2: votes only for itself
+        ]
+    )
+    scores = torch.tensor([0.6, 0.3, 0.1, 0.9])
+    groups = torch.tensor([1, 1, 1, 2])
+    kept = torch.tensor([3, 0])
+    voted = vote_boxes(kept, boxes, scores, groups, 0.5)
+    # box 0: (0.6 * [0, 0, 10, 10] + 0.3 * [0, 0, 10, 12]) / 0.9
+    expected = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.6 / 0.9]])
+    torch.testing.assert_close(voted, expected)
+    # no other box overlaps by 0.9: every kept box stays as it was
+    torch.testing.assert_close(vote_boxes(kept, boxes, scores, groups, 0.9), boxes[kept])

@@ -138,6 +138,21 @@ def test_bad_onnx_files_are_user_errors(
         assert len(err.splitlines()) == 1
 
 
+def _exports_at_parity(tmp_path: Path, weights: Path, data: Path) -> set[str]:
+    """Export ``weights``, check onnxruntime against PyTorch at three image sizes; returns the
+    graph's operator types."""
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(onnx_path)]) == 0
+    model, _, _ = load_model(weights)
+    photo = Image.open(data / "JPEGImages" / "test_000001.jpg").convert("RGB")
+    images = [np.asarray(photo.resize(size)) for size in [(200, 90), (120, 300), (257, 131)]]
+    report = compare_with_onnx(model, onnx_path, images)
+    assert report.detections > 50
+    assert report.paired == report.detections, report.summary()
+    assert report.max_box_diff < 1e-3 and report.max_score_diff < 1e-4
+    return {node.op_type for node in onnx.load(onnx_path).graph.node}
+
+
 def test_deformable_model_exports_at_parity(tmp_path: Path) -> None:
     """Deformable PS-RoI pooling and v2 deformable conv5 (through the pure-PyTorch
     decomposition: torchvision's op has no ONNX form) with non-zero offsets."""
@@ -150,14 +165,11 @@ def test_deformable_model_exports_at_parity(tmp_path: Path) -> None:
         if "offset_conv" in name:  # offsets of a fraction of a cell to a few cells
             value.copy_(0.02 * torch.randn(value.shape, generator=generator))
     save_checkpoint(weights, state)
-    onnx_path = tmp_path / "deformable.onnx"
-    assert main(["export", "--weights", str(weights), "--out", str(onnx_path)]) == 0
-    operators = {node.op_type for node in onnx.load(onnx_path).graph.node}
+    operators = _exports_at_parity(tmp_path, weights, data)
     assert "GridSample" in operators and not any("eform" in op for op in operators)
-    model, _, _ = load_model(weights)
-    photo = Image.open(data / "JPEGImages" / "test_000001.jpg").convert("RGB")
-    images = [np.asarray(photo.resize(size)) for size in [(200, 90), (120, 300), (257, 131)]]
-    report = compare_with_onnx(model, onnx_path, images)
-    assert report.detections > 50
-    assert report.paired == report.detections, report.summary()
-    assert report.max_box_diff < 1e-3 and report.max_score_diff < 1e-4
+
+
+def test_box_voting_model_exports_at_parity(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "data", box_voting_iou=0.5)
+    data = ensure_synthetic_dataset(tmp_path / "data", cfg.data)
+    _exports_at_parity(tmp_path, write_checkpoint(tmp_path / "voting.pt", cfg), data)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from rfcn.ops.box_coder import BoxCoder
-from rfcn.ops.boxes import batched_nms_top, clip_boxes, nonempty_boxes
+from rfcn.ops.boxes import batched_nms_top, clip_boxes, nonempty_boxes, vote_boxes
 
 
 def class_boxes(box_deltas: Tensor, box_mode: str, num_classes: int) -> Tensor:
@@ -30,6 +30,7 @@ def postprocess_detections(
     score_thresh: float,
     nms_thresh: float,
     detections_per_img: int,
+    box_voting_iou: float = 0.0,
 ) -> list[dict[str, Tensor]]:
     """Detections per image in network-input pixels.
 
@@ -43,6 +44,8 @@ def postprocess_detections(
         score_thresh: class probabilities at or below this are dropped.
         nms_thresh: IoU of the per-class NMS (0.3 in the paper).
         detections_per_img: the best this many are kept per image.
+        box_voting_iou: above 0, each kept box becomes the score-weighted mean of its class's
+            boxes overlapping it by at least this IoU (:func:`rfcn.ops.boxes.vote_boxes`).
 
     Returns:
         ``[{"boxes": (N, 4), "labels": (N,) int64 in 1..C, "scores": (N,)}]``, scores decreasing.
@@ -63,6 +66,9 @@ def postprocess_detections(
         keep = batched_nms_top(
             boxes.float(), scores.float(), labels, nms_thresh, detections_per_img
         )
-        detections.append({"boxes": boxes[keep], "labels": labels[keep], "scores": scores[keep]})
+        kept_boxes = boxes[keep]
+        if box_voting_iou > 0:
+            kept_boxes = vote_boxes(keep, boxes.float(), scores.float(), labels, box_voting_iou)
+        detections.append({"boxes": kept_boxes, "labels": labels[keep], "scores": scores[keep]})
         start = end
     return detections

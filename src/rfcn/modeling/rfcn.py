@@ -66,6 +66,7 @@ class RFCN(nn.Module):
             every RoI once with gradients (R-FCN).
         box_loss_weight: lambda of paper Eq. (3).
         score_thresh, nms_thresh, detections_per_img: inference settings.
+        box_voting_iou: test-time box voting after NMS (0: off; the paper has none).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class RFCN(nn.Module):
         nms_thresh: float,
         detections_per_img: int,
         ohem_ranking_pass: bool = False,
+        box_voting_iou: float = 0.0,
     ) -> None:
         super().__init__()
         self.transform = transform
@@ -102,6 +104,7 @@ class RFCN(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
+        self.box_voting_iou = box_voting_iou
         self._train_parts: tuple[str, ...] = TRAIN_PARTS
 
     @property
@@ -233,6 +236,7 @@ class RFCN(nn.Module):
             self.score_thresh,
             self.nms_thresh,
             self.detections_per_img,
+            self.box_voting_iou,
         )
         boxes = self.transform.to_input_pixels([d["boxes"] for d in detections], batch)
         for detection, image_boxes in zip(detections, boxes, strict=True):
@@ -371,4 +375,5 @@ def build_model(cfg: ModelConfig) -> RFCN:
         nms_thresh=cfg.nms_thresh,
         detections_per_img=cfg.detections_per_img,
         ohem_ranking_pass=cfg.head == "c4",
+        box_voting_iou=cfg.box_voting_iou,
     )

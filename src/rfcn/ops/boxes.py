@@ -112,6 +112,28 @@ def batched_nms_top(
     return batched_nms(boxes, scores, groups, iou_threshold)[:limit]
 
 
+def vote_boxes(
+    kept: Tensor, boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float
+) -> Tensor:
+    """Box voting (Gidaris and Komodakis, ICCV 2015; Detectron's ``TEST.BBOX_VOTE``): each box
+    NMS kept becomes the score-weighted mean of the boxes of its group that overlap it by at
+    least ``iou_threshold``, itself included.
+
+    Args:
+        kept: ``(N,)`` indices into ``boxes`` of the boxes NMS kept.
+        boxes: ``(M, 4)`` every candidate before NMS; ``scores`` ``(M,)``; ``groups`` ``(M,)``.
+
+    Returns:
+        ``(N, 4)`` the voted boxes, in the order of ``kept``.
+    """
+    same_group = groups[kept][:, None] == groups[None, :]  # (N, M)
+    overlapping = box_iou(boxes[kept], boxes) >= iou_threshold
+    voters = same_group & overlapping
+    voters[torch.arange(kept.shape[0], device=kept.device), kept] = True
+    weights = voters.to(scores.dtype) * scores[None, :]  # (N, M)
+    return (weights @ boxes) / weights.sum(dim=1, keepdim=True)
+
+
 def is_exporting() -> bool:
     """Whether the code runs under ``torch.export``, TorchScript tracing or the ONNX exporter."""
     return torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()

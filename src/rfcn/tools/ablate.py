@@ -61,6 +61,13 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "align_s1": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=1"),
     "align_s2": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=2"),
     "align_s4": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=4"),
+    # test-time box voting after NMS (the same training as pool / align_s2 of the same seed)
+    "pool_vote": ("model.ps_roi_mode=pool", "model.box_voting_iou=0.5"),
+    "align_s2_vote": (
+        "model.ps_roi_mode=align",
+        "model.ps_roi_sampling_ratio=2",
+        "model.box_voting_iou=0.5",
+    ),
     # box regression: one class-agnostic box against one box per class
     "agnostic_boxes": ("model.box_mode=agnostic",),
     "class_boxes": ("model.box_mode=class",),
