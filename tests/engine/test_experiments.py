@@ -91,6 +91,17 @@ def test_a_folder_of_other_settings_is_refused(tmp_path: Path) -> None:
         plan_runs(tmp_path, ["b"], [5], _configs)
 
 
+def test_a_run_saved_before_a_setting_existed_is_kept(tmp_path: Path) -> None:
+    (run,) = plan_runs(tmp_path, ["a"], [5], _configs)
+    run_experiment([run], fake_run)
+    path = run.folder / EXPERIMENT_FILE
+    description = json.loads(path.read_text())
+    del description["config"]["model"]["box_voting_iou"]  # as written before that setting
+    path.write_text(json.dumps(description))
+    (again,) = run_experiment(plan_runs(tmp_path, ["a"], [5], _configs), fake_run)
+    assert again.skipped and _calls(run.folder) == ["resume=False"]
+
+
 @pytest.mark.slow
 def test_parallel_processes_run_everything_and_keep_what_finished(tmp_path: Path) -> None:
     runs = plan_runs(tmp_path, ["a", "b"], [5, 13], _configs)

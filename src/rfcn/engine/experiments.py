@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from rfcn.config import Config, config_to_dict
+from rfcn.config import Config, config_from_dict, config_to_dict
 from rfcn.engine.logging import truncate_metrics
 from rfcn.engine.stage_run import LAST_CHECKPOINT
 from rfcn.errors import UserError
@@ -104,6 +104,16 @@ def _differences(saved: Any, wanted: Any, prefix: str = "") -> Iterator[str]:
         yield prefix.rstrip(".")
 
 
+def _with_current_defaults(description: Any) -> Any:
+    """A saved description whose config is read by today's Config: keys added since take their
+    defaults. A config today's Config cannot read is left as it was (and so differs)."""
+    try:
+        config = config_to_dict(config_from_dict(description["config"]))
+    except (UserError, KeyError, TypeError):
+        return description
+    return {**description, "config": config}
+
+
 def _check_folder(run: PlannedRun) -> None:
     path = run.folder / EXPERIMENT_FILE
     if not path.is_file():
@@ -112,7 +122,7 @@ def _check_folder(run: PlannedRun) -> None:
                 run.folder, f"holds a run with no {EXPERIMENT_FILE}; choose another --out"
             )
         return
-    saved = read_json(path, "experiment description")
+    saved = _with_current_defaults(read_json(path, "experiment description"))
     changed = list(_differences(saved, run.description()))
     if changed:
         raise UserError(
