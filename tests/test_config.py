@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from rfcn.config import Config, config_from_dict, config_to_dict, load_config, save_config
+from rfcn.config import (
+    TEST_TIME_SETTINGS,
+    Config,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+    with_test_settings,
+)
 from rfcn.errors import UserError
 
 
@@ -81,3 +89,25 @@ def test_missing_file_and_bad_override(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(UserError, match=r"section\.key=value"):
         load_config(None, ["model.k"])
+
+
+def test_with_test_settings_takes_only_the_test_time_settings() -> None:
+    trained = config_from_dict(
+        {"model": {"k": 3, "num_classes": 2}, "data": {"class_names": ["a", "b"]}}
+    )
+    scoring = config_from_dict(
+        {
+            "model": {"k": 5, "num_classes": 7, "box_voting_iou": 0.5, "nms_thresh": 0.4},
+            "eval": {"scales": [400, 600], "flip": True},
+            "train": {"base_lr": 0.5},
+        }
+    )
+    result = with_test_settings(trained, scoring)
+    assert (result.model.box_voting_iou, result.model.nms_thresh) == (0.5, 0.4)
+    assert (result.eval.scales, result.eval.flip) == ([400, 600], True)
+    assert (result.model.k, result.model.num_classes, result.data.class_names) == (3, 2, ["a", "b"])
+    assert result.train == trained.train
+    assert trained.model.box_voting_iou == 0.0 and trained.eval.flip is False  # left as it was
+    for key in TEST_TIME_SETTINGS:  # each names a setting that exists
+        section, name = key.split(".")
+        assert hasattr(getattr(Config(), section), name), key

@@ -8,6 +8,7 @@ config is saved (as a plain dict) into every checkpoint and output folder.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import types
 import typing
@@ -308,6 +309,33 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(cfg))
+
+
+# Settings that change only how a trained model is run and scored, never its training or its
+# weights: a model trained once can be scored with other values of these.
+TEST_TIME_SETTINGS = (
+    "model.rpn_pre_nms_test",
+    "model.rpn_post_nms_test",
+    "model.score_thresh",
+    "model.nms_thresh",
+    "model.detections_per_img",
+    "model.box_voting_iou",
+    "eval.metric",
+    "eval.iou_thresh",
+    "eval.scales",
+    "eval.flip",
+    "eval.batch_size",
+)
+
+
+def with_test_settings(trained: Config, settings_from: Config) -> Config:
+    """A copy of ``trained`` with the :data:`TEST_TIME_SETTINGS` of ``settings_from``."""
+    result = copy.deepcopy(trained)
+    for key in TEST_TIME_SETTINGS:
+        section, name = key.split(".")
+        value = copy.deepcopy(getattr(getattr(settings_from, section), name))
+        setattr(getattr(result, section), name, value)
+    return result
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -41,6 +41,17 @@ def test_round_trip_rebuilds_the_model(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temp file left
 
 
+def test_test_settings_can_come_from_another_config(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    _checkpoint(path, 2)
+    scoring = _small_config(5)  # another class count: only its test-time settings are taken
+    scoring.model.box_voting_iou, scoring.model.nms_thresh = 0.5, 0.45
+    model, cfg, class_names = load_model(path, test_settings=scoring)
+    assert (model.box_voting_iou, model.nms_thresh) == (0.5, 0.45)
+    assert cfg.model.box_voting_iou == 0.5 and cfg.model.num_classes == 2
+    assert class_names == ["class0", "class1"]
+
+
 def test_failed_save_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "last.pt"
     save_checkpoint(path, {"model": {}, "config": {}, "format_version": 1, "iteration": 1})

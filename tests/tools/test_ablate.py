@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfcn.config import config_to_dict
+from rfcn.config import TEST_TIME_SETTINGS, config_to_dict
 from rfcn.errors import UserError
 from rfcn.tools import ablate
 from rfcn.tools.demo import demo_config
@@ -29,6 +29,10 @@ def test_each_variant_changes_only_its_own_keys(tmp_path: Path) -> None:
         keys = {item.split("=")[0] for item in overrides}
         variant = config_to_dict(demo_config(tmp_path, overrides=list(overrides)))
         assert _changed(base, variant) <= keys, name
+    for name, trained_as in ablate.TRAINED_AS.items():  # scored with trained_as's weights
+        scored = config_to_dict(demo_config(tmp_path, overrides=list(ablate.VARIANTS[name])))
+        trained = config_to_dict(demo_config(tmp_path, overrides=list(ablate.VARIANTS[trained_as])))
+        assert _changed(trained, scored) <= set(TEST_TIME_SETTINGS), name
     table_2 = [demo_config(tmp_path, overrides=list(ablate.VARIANTS[n])) for n in ablate.TABLE_2]
     assert [(c.model.k, c.model.atrous) for c in table_2] == [
         (1, True), (3, True), (7, True), (7, False)
@@ -52,7 +56,7 @@ def test_quick_ablation_with_seeds_resumes_and_summarises(
 ) -> None:
     out = tmp_path / "ablation"
     argv = ["--out", str(out), "--quick", "--threads", "1", "--no-progress", "--jobs", "2",
-            "--iterations", "2", "--variants", "k7_dpsroi", "c4", "--seeds", "2"]  # fmt: skip
+            "--iterations", "2", "--variants", "k7_dpsroi", "c4_vote", "--seeds", "2"]  # fmt: skip
     threads = torch.get_num_threads()
     try:
         assert ablate.run(_parse(argv)) == 0
@@ -61,22 +65,29 @@ def test_quick_ablation_with_seeds_resumes_and_summarises(
     finally:
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out
-    assert printed.count("finished earlier") == 4
+    assert printed.count("scored with the weights of") == 2
+    assert printed.count("finished earlier") == 6
     result = json.loads((out / "ablation.json").read_text())
     assert result["runs"] == first["runs"]
     assert result["reference"] == "k7_dpsroi"
-    assert [row["variant"] for row in result["variants"]] == ["k7_dpsroi", "c4"]
-    for variant in ("k7_dpsroi", "c4"):
+    # c4_vote only re-scores c4's weights, so c4 is trained and reported too
+    assert [row["variant"] for row in result["variants"]] == ["k7_dpsroi", "c4", "c4_vote"]
+    for variant in ("k7_dpsroi", "c4", "c4_vote"):
         runs = result["runs"][variant]
         assert [run["seed"] for run in runs] == [0, 1]
         for run in runs:
             assert 0.0 <= run["voc07_mAP50"] <= 1.0 and 0.0 <= run["recall50"] <= 1.0
             assert run["iterations"] == 2
-            assert (Path(run["folder"]) / "model_final.pt").is_file()
+            trained = variant != "c4_vote"
+            assert (Path(run["folder"]) / "model_final.pt").is_file() == trained
             # only deformable PS-RoI pooling has learned bin positions to draw
             parts = (Path(run["folder"]) / "deformable_parts.png").is_file()
             assert parts == (variant == "k7_dpsroi")
-    assert {d["variant"] for d in result["differences"]} == {"c4"}
+    for c4, voted in zip(result["runs"]["c4"], result["runs"]["c4_vote"], strict=True):
+        assert voted["weights_from"] == c4["folder"]
+        assert voted["train_seconds"] == c4["train_seconds"]
+        assert voted["test_objects"] == c4["test_objects"]
+    assert {d["variant"] for d in result["differences"]} == {"c4", "c4_vote"}
     assert result["overrides"]["c4"] == [
         "model.head=c4",
         "model.box_mode=class",

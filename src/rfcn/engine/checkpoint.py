@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfcn.config import Config, config_from_dict, config_to_dict
+from rfcn.config import Config, config_from_dict, config_to_dict, with_test_settings
 from rfcn.errors import UserError, first_line
 from rfcn.files import write_bytes
 from rfcn.modeling.rfcn import build_model
@@ -120,7 +120,10 @@ def _structure_mismatch(saved: Config, wanted: Config) -> str | None:
 
 
 def load_model(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu", cfg: Config | None = None
+    path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    cfg: Config | None = None,
+    test_settings: Config | None = None,
 ) -> tuple[nn.Module, Config, list[str]]:
     """Rebuild a trained model from a checkpoint, in eval mode on ``device``.
 
@@ -130,9 +133,12 @@ def load_model(
         cfg: build the model from this config instead of the one saved in the checkpoint (e.g.
             ``rfcn eval --config``, which may change test-time settings); its model structure
             must match the checkpoint's.
+        test_settings: take the test-time settings (:data:`rfcn.config.TEST_TIME_SETTINGS`:
+            NMS, box voting, scales, ...) from this config and the rest from ``cfg`` or the
+            checkpoint's (so its resolved classes stay).
 
     Returns:
-        ``(model, cfg, class_names)``; ``cfg`` is the given config or the checkpoint's.
+        ``(model, cfg, class_names)``; ``cfg`` is the config the model was built from.
 
     Raises:
         UserError: unreadable checkpoint, or weights that do not fit the config (the message
@@ -141,6 +147,8 @@ def load_model(
     state = load_checkpoint(path)
     saved_cfg = checkpoint_config(path, state)
     cfg = saved_cfg if cfg is None else cfg
+    if test_settings is not None:
+        cfg = with_test_settings(cfg, test_settings)
     mismatch = _structure_mismatch(saved_cfg, cfg)
     if mismatch is not None:
         raise UserError(path, mismatch)

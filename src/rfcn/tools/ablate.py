@@ -10,7 +10,10 @@ as the small-object benchmarks (``configs/small_objects_synthetic.yaml``,
 ``configs/raccoon_small_cpu.yaml``), and ``--variants`` picks rows from :data:`VARIANTS`.
 
 Every variant trains from scratch with every seed (``train.seed``; the data stay the same)
-and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). Runs
+and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). A
+variant that changes only test-time settings (box voting: ``pool_vote``, ``align_s2_vote``,
+``c4_vote``; :data:`TRAINED_AS`) is not trained again: it scores the weights its training
+variant trained with the same seed, whose runs are added to the table when not asked for. Runs
 land in ``OUT/<variant>/seed<N>/``; a finished run is kept and a rerun skips it, so a long
 table can be built over several sittings (:mod:`rfcn.engine.experiments`). The tables (mean ±
 sd, the differences from ``--reference`` with the two-sd test of
@@ -21,21 +24,30 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rfcn.config import Config, config_to_dict
 from rfcn.data.synthetic import ensure_synthetic_dataset
-from rfcn.engine.experiments import FinishedRun, plan_runs, run_experiment
+from rfcn.engine.experiments import (
+    METRICS_FILE,
+    FinishedRun,
+    plan_runs,
+    run_experiment,
+    run_folder,
+)
+from rfcn.engine.trainer import FINAL_CHECKPOINT
 from rfcn.errors import UserError
 from rfcn.evaluation.seed_stats import METRICS, format_summary, summarize
-from rfcn.files import write_image, write_json
+from rfcn.files import read_json, write_image, write_json
 from rfcn.machine import describe_machine
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch
 from rfcn.tools.demo import (
     DEFORMABLE_PARTS,
     deformable_parts_picture,
     demo_config,
+    evaluate_trained,
     set_threads,
     train_and_evaluate,
 )
@@ -80,8 +92,19 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.ps_roi_mode=align",
         "model.ps_roi_sampling_ratio=2",
     ),
+    "c4_vote": (
+        "model.head=c4",
+        "model.box_mode=class",
+        "model.ps_roi_mode=pool",
+        "model.box_voting_iou=0.5",
+    ),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
+# Variants that differ from another only in test-time settings (rfcn.config.TEST_TIME_SETTINGS)
+# are scored with the weights that variant trained with the same seed instead of training
+# again; asking for one runs (or finds) its training variant's runs too.
+TRAINED_AS: dict[str, str] = {"pool_vote": "pool", "align_s2_vote": "align_s2", "c4_vote": "c4"}
+TRAINING_FIGURES = ("data_seconds", "train_seconds", "train_seconds_per_iteration")
 
 
 def train_and_score(cfg: Config, folder: Path, resume: bool, progress: bool) -> dict[str, Any]:
@@ -91,6 +114,25 @@ def train_and_score(cfg: Config, folder: Path, resume: bool, progress: bool) -> 
     if cfg.model.deformable_psroi:
         write_image(folder / DEFORMABLE_PARTS, deformable_parts_picture(run))
     return run.metrics
+
+
+def score_trained_weights(
+    weights_of: dict[str, str], cfg: Config, folder: Path, resume: bool, progress: bool
+) -> dict[str, Any]:
+    """The metrics of a test-time variant's run (a :data:`rfcn.engine.experiments.RunFunction`
+    once ``weights_of`` is bound): the finished run in ``weights_of[str(folder)]`` scored with
+    ``cfg``'s test-time settings, with that run's training figures."""
+    trained = Path(weights_of[str(folder)])
+    trained_metrics = read_json(trained / METRICS_FILE, "run metrics")
+    training = {key: trained_metrics[key] for key in TRAINING_FIGURES}
+    training["weights_from"] = str(trained)
+    return evaluate_trained(trained / FINAL_CHECKPOINT, cfg, training).metrics
+
+
+def _with_training_variants(variants: list[str]) -> list[str]:
+    """``variants`` with the training variant of each test-time one just before it."""
+    expanded = [name for variant in variants for name in (TRAINED_AS.get(variant), variant)]
+    return list(dict.fromkeys(name for name in expanded if name is not None))
 
 
 def _check_same_data(configs: list[Config]) -> None:
@@ -104,7 +146,7 @@ def _check_same_data(configs: list[Config]) -> None:
 def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     """Plan, run what is missing, summarise; returns what ``ablation.json`` holds."""
     started = time.perf_counter()
-    variants = list(dict.fromkeys(args.variants))
+    variants = _with_training_variants(args.variants)
     reference = args.reference or variants[0]
     if reference not in variants:
         raise UserError("--reference", f"{reference!r} is not among the variants run")
@@ -129,10 +171,26 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
             f"{title} {'n/a' if metrics.get(key) is None else f'{100 * metrics[key]:.1f}'}"
             for key, title in METRICS.items()
         )
-        note = "finished earlier" if finished.skipped else f"{metrics['train_seconds']:.0f} s"
+        if finished.skipped:
+            note = "finished earlier"
+        elif "weights_from" in metrics:
+            note = f"scored with the weights of {metrics['weights_from']}"
+        else:
+            note = f"{metrics['train_seconds']:.0f} s"
         print(f"[{run.variant} seed {run.seed}] {scores} ({note})", flush=True)
 
-    finished = run_experiment(runs, train_and_score, args.jobs, args.threads, args.progress, report)
+    trained = [run for run in runs if run.variant not in TRAINED_AS]
+    scored = [run for run in runs if run.variant in TRAINED_AS]
+    weights_of = {
+        str(run.folder): str(run_folder(args.out, TRAINED_AS[run.variant], run.seed))
+        for run in scored
+    }
+    finished = run_experiment(
+        trained, train_and_score, args.jobs, args.threads, args.progress, report
+    )
+    finished += run_experiment(
+        scored, partial(score_trained_weights, weights_of), args.jobs, args.threads, False, report
+    )
     by_variant: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
     for item in finished:
         kept = {key: value for key, value in item.metrics.items() if key not in ("machine", "coco")}

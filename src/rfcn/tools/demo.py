@@ -124,22 +124,45 @@ def demo_config(
 def train_and_evaluate(
     cfg: Config, out: Path, progress: bool = True, resume: bool = False
 ) -> RunResult:
-    """Train into ``out`` (``resume``: continue its ``last.pt``) and score the test split: VOC07
-    mAP@0.5, COCO AP (where the data carry a COCO JSON of the split: the synthetic and
-    mosaic data) and the recall at IoU 0.5 of all and of small objects
-    (:mod:`rfcn.evaluation.recall`). Synthetic data are generated first if needed."""
-    if cfg.data.format == "coco":
-        raise UserError("data.format", "train-and-evaluate runs score VOC-layout data, not coco")
+    """Train into ``out`` (``resume``: continue its ``last.pt``) and score the test split
+    (:func:`evaluate_trained`). Synthetic data are generated first if needed."""
+    _check_scorable(cfg)
     started = time.perf_counter()
-    truth = ground_truth_source(cfg)  # generates synthetic data
-    root, split = Path(truth["dataset_root"]), truth["split"]
+    ground_truth_source(cfg)  # generates synthetic data
     data_seconds = time.perf_counter() - started
     result = train(cfg, out, resume=resume, progress=progress)
-    evaluation_started = time.perf_counter()
-    model, trained_cfg, class_names = load_model(result.checkpoint)
-    test_set = build_dataset(trained_cfg.data, train=False)
+    training = {
+        "data_seconds": round(data_seconds, 1),
+        "train_seconds": round(result.seconds, 1),
+        "train_seconds_per_iteration": round(result.seconds / cfg.train.iterations, 3),
+    }
+    return evaluate_trained(result.checkpoint, cfg, training, result.history)
+
+
+def evaluate_trained(
+    checkpoint: Path,
+    cfg: Config,
+    training: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
+) -> RunResult:
+    """Score the weights of ``checkpoint`` on ``cfg``'s test split with ``cfg``'s test-time
+    settings (:data:`rfcn.config.TEST_TIME_SETTINGS`, which may differ from the training's):
+    VOC07 mAP@0.5, COCO AP (where the data carry a COCO JSON of the split: the synthetic and
+    mosaic data) and the recall at IoU 0.5 of all and of small objects
+    (:mod:`rfcn.evaluation.recall`).
+
+    Args:
+        training: the training's figures (``train_seconds``, ...), copied into the metrics.
+        history: the training's log entries (for ``loss.png``).
+    """
+    _check_scorable(cfg)
+    started = time.perf_counter()
+    truth = ground_truth_source(cfg)
+    root, split = Path(truth["dataset_root"]), truth["split"]
+    model, scored_cfg, class_names = load_model(checkpoint, test_settings=cfg)
+    test_set = build_dataset(scored_cfg.data, train=False)
     detections = detect_dataset(
-        test_predictor(model, class_names, trained_cfg), test_set, trained_cfg, progress=False
+        test_predictor(model, class_names, scored_cfg), test_set, scored_cfg, progress=False
     )
     voc = evaluate_detections(
         detections, class_names, "voc07", dataset_root=root, split=split
@@ -165,16 +188,19 @@ def train_and_evaluate(
         "seed": cfg.train.seed,
         "iterations": cfg.train.iterations,
         "images_per_batch": cfg.train.images_per_batch,
-        "train_images": len(build_dataset(trained_cfg.data, train=True)),
+        "train_images": len(build_dataset(scored_cfg.data, train=True)),
         "test_images": len(test_set),
         "image_size": cfg.data.synthetic_image_size if synthetic else None,
-        "data_seconds": round(data_seconds, 1),
-        "train_seconds": round(result.seconds, 1),
-        "train_seconds_per_iteration": round(result.seconds / cfg.train.iterations, 3),
-        "eval_seconds": round(time.perf_counter() - evaluation_started, 1),
+        **training,
+        "eval_seconds": round(time.perf_counter() - started, 1),
         "machine": describe_machine(),
     }
-    return RunResult(metrics, result.checkpoint, result.history, model, test_set, detections)
+    return RunResult(metrics, checkpoint, history or [], model, test_set, detections)
+
+
+def _check_scorable(cfg: Config) -> None:
+    if cfg.data.format == "coco":
+        raise UserError("data.format", "train-and-evaluate runs score VOC-layout data, not coco")
 
 
 def detections_picture(run: RunResult) -> Image.Image:
