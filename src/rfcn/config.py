@@ -91,6 +91,10 @@ class ModelConfig:
     # NMS keeps becomes the score-weighted mean of its class's boxes overlapping it by at least
     # this IoU. 0: off, as the paper
     box_voting_iou: float = 0.0
+    # test-time box refinement (He et al. 2016, ResNet appendix A; not in the paper): each
+    # RoI's regressed box is pooled again and the new predictions join the first ones before
+    # NMS
+    box_refinement: bool = False
     # transform (resize inside the model, as torchvision's detection models)
     min_size: tuple[int, ...] = (600,)  # training picks one at random per batch
     max_size: int = 1000
@@ -320,6 +324,7 @@ TEST_TIME_SETTINGS = (
     "model.nms_thresh",
     "model.detections_per_img",
     "model.box_voting_iou",
+    "model.box_refinement",
     "eval.metric",
     "eval.iou_thresh",
     "eval.scales",

@@ -129,6 +129,35 @@ def test_inference_mode_channels_last_and_given_proposals_agree():
         assert torch.equal(a["labels"], b["labels"])
 
 
+@pytest.mark.parametrize("head", ["rfcn", "c4"])
+def test_box_refinement_adds_the_predictions_on_the_regressed_boxes(head):
+    """Built by hand from the plain model: with one class, no NMS and every score kept, the
+    refining model's detections are the plain detections on the proposals together with the
+    plain detections on each proposal's regressed box."""
+    torch.manual_seed(0)
+    settings = {"num_classes": 1, "min_size": (96,), "max_size": 96, "score_thresh": 0.0,
+                "nms_thresh": 1.0, "detections_per_img": 1000, "head": head,
+                "box_mode": "class" if head == "c4" else "agnostic"}  # fmt: skip
+    plain = build_model(_tiny_config(**settings)).eval()
+    refining = build_model(_tiny_config(**settings, box_refinement=True)).eval()
+    refining.load_state_dict(plain.state_dict())
+    image = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(1))
+    proposals = torch.tensor([[10.0, 10.0, 50.0, 60.0], [30.0, 20.0, 90.0, 70.0], [5, 40, 40, 90]])
+    with torch.no_grad():
+        first = plain([image], proposals=[proposals])[0]
+        regressed = torch.cat(
+            [plain([image], proposals=[box[None]])[0]["boxes"] for box in proposals]
+        )
+        second = plain([image], proposals=[regressed])[0]
+        refined = refining([image], proposals=[proposals])[0]
+    assert regressed.shape == (3, 4) and not torch.allclose(regressed, proposals)
+    scores, order = torch.cat((first["scores"], second["scores"])).sort(descending=True)
+    boxes = torch.cat((first["boxes"], second["boxes"]))[order]
+    assert refined["boxes"].shape == (6, 4)
+    torch.testing.assert_close(refined["scores"], scores)
+    torch.testing.assert_close(refined["boxes"], boxes)
+
+
 def test_score_maps_for_visualisation():
     model = build_model(_tiny_config()).eval()
     maps = model.score_maps(torch.rand(3, 100, 150))

@@ -169,7 +169,10 @@ def test_deformable_model_exports_at_parity(tmp_path: Path) -> None:
     assert "GridSample" in operators and not any("eform" in op for op in operators)
 
 
-def test_box_voting_model_exports_at_parity(tmp_path: Path) -> None:
-    cfg = tiny_config(tmp_path / "data", box_voting_iou=0.5)
+@pytest.mark.parametrize(
+    "test_time", [{"box_voting_iou": 0.5}, {"box_refinement": True, "box_voting_iou": 0.5}]
+)
+def test_test_time_options_export_at_parity(tmp_path: Path, test_time: dict) -> None:
+    cfg = tiny_config(tmp_path / "data", **test_time)
     data = ensure_synthetic_dataset(tmp_path / "data", cfg.data)
-    _exports_at_parity(tmp_path, write_checkpoint(tmp_path / "voting.pt", cfg), data)
+    _exports_at_parity(tmp_path, write_checkpoint(tmp_path / "model.pt", cfg), data)

@@ -37,7 +37,7 @@ from rfcn.modeling.c4_baseline import C4Head, kept_running_stats, move_conv5_int
 from rfcn.modeling.deformable_conv import OffsetConv2d
 from rfcn.modeling.losses import head_losses, ohem_select, per_roi_losses
 from rfcn.modeling.matching import Matcher
-from rfcn.modeling.postprocess import postprocess_detections
+from rfcn.modeling.postprocess import class_boxes, postprocess_detections
 from rfcn.modeling.rfcn_head import RFCNHead, box_slot_of_label
 from rfcn.modeling.roi_targets import assign_roi_targets
 from rfcn.modeling.rpn import RegionProposalNetwork, RPNHead
@@ -67,6 +67,9 @@ class RFCN(nn.Module):
         box_loss_weight: lambda of paper Eq. (3).
         score_thresh, nms_thresh, detections_per_img: inference settings.
         box_voting_iou: test-time box voting after NMS (0: off; the paper has none).
+        box_refinement: test-time box refinement (He et al. 2016, appendix A; not in the R-FCN
+            paper): each RoI's regressed box is pooled again, and the new scores and boxes join
+            the first ones before NMS (:meth:`_with_refined_predictions`).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class RFCN(nn.Module):
         detections_per_img: int,
         ohem_ranking_pass: bool = False,
         box_voting_iou: float = 0.0,
+        box_refinement: bool = False,
     ) -> None:
         super().__init__()
         self.transform = transform
@@ -105,6 +109,7 @@ class RFCN(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.box_voting_iou = box_voting_iou
+        self.box_refinement = box_refinement
         self._train_parts: tuple[str, ...] = TRAIN_PARTS
 
     @property
@@ -226,6 +231,10 @@ class RFCN(nn.Module):
         self, conv5: Tensor, proposals: list[Tensor], batch: ImageBatch
     ) -> list[dict[str, Tensor]]:
         class_logits, box_deltas = self.head(conv5, _rois(proposals))
+        if self.box_refinement:
+            proposals, class_logits, box_deltas = self._with_refined_predictions(
+                conv5, proposals, batch.image_sizes, class_logits, box_deltas
+            )
         detections = postprocess_detections(
             class_logits,
             box_deltas,
@@ -242,6 +251,47 @@ class RFCN(nn.Module):
         for detection, image_boxes in zip(detections, boxes, strict=True):
             detection["boxes"] = image_boxes
         return detections
+
+    def _with_refined_predictions(
+        self,
+        conv5: Tensor,
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        class_logits: Tensor,
+        box_deltas: Tensor,
+    ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Box refinement (He et al. 2016, appendix A): each RoI's box regressed for its most
+        probable foreground class, clipped to its image, is scored and regressed again by the
+        head, and each image's new predictions are appended to its first ones.
+
+        Args:
+            proposals: ``[(P_b, 4)]`` network pixels; ``class_logits (K, C+1)`` and
+                ``box_deltas (K, M, 4)`` the head's outputs on them, ``K = sum P_b``.
+
+        Returns:
+            ``[(2 P_b, 4)]`` RoIs (first the proposals, then their refined boxes) and the
+            head's outputs on them in the same order, ``(2K, C+1)`` and ``(2K, M, 4)``.
+        """
+        num_classes = class_logits.shape[1] - 1
+        best_class = class_logits[:, 1:].argmax(dim=1)  # (K,)
+        per_class = class_boxes(box_deltas, self.head.box_mode, num_classes)  # (K, C, 4)
+        deltas = per_class[torch.arange(best_class.numel()), best_class]  # (K, 4)
+        counts = [p.shape[0] for p in proposals]
+        refined = [
+            clip_boxes(self.head_box_coder.decode(d, p), h, w)
+            for d, p, (h, w) in zip(deltas.split(counts), proposals, image_sizes, strict=True)
+        ]
+        new_logits, new_deltas = self.head(conv5, _rois(refined))
+
+        def per_image(first: Tensor, second: Tensor) -> Tensor:
+            pairs = zip(first.split(counts), second.split(counts), strict=True)
+            return torch.cat([torch.cat(pair) for pair in pairs])
+
+        return (
+            [torch.cat(pair) for pair in zip(proposals, refined, strict=True)],
+            per_image(class_logits, new_logits),
+            per_image(box_deltas, new_deltas),
+        )
 
     @torch.no_grad()
     def propose(self, images: list[Tensor], num_proposals: int | None = None) -> list[Tensor]:
@@ -376,4 +426,5 @@ def build_model(cfg: ModelConfig) -> RFCN:
         detections_per_img=cfg.detections_per_img,
         ohem_ranking_pass=cfg.head == "c4",
         box_voting_iou=cfg.box_voting_iou,
+        box_refinement=cfg.box_refinement,
     )

@@ -11,13 +11,14 @@ as the small-object benchmarks (``configs/small_objects_synthetic.yaml``,
 
 Every variant trains from scratch with every seed (``train.seed``; the data stay the same)
 and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). A
-variant that changes only test-time settings (box voting: ``pool_vote``, ``align_s2_vote``,
-``c4_vote``; :data:`TRAINED_AS`) is not trained again: it scores the weights its training
-variant trained with the same seed, whose runs are added to the table when not asked for. Runs
-land in ``OUT/<variant>/seed<N>/``; a finished run is kept and a rerun skips it, so a long
-table can be built over several sittings (:mod:`rfcn.engine.experiments`). The tables (mean ±
-sd, the differences from ``--reference`` with the two-sd test of
-:mod:`rfcn.evaluation.seed_stats`, every run) are printed and saved as ``OUT/ablation.json``.
+variant that changes only test-time settings (box voting, box refinement: ``pool_vote``,
+``pool_refine_vote``, ``c4_vote``, ...; :data:`TRAINED_AS`) is not trained again: it scores
+the weights its training variant trained with the same seed, whose runs are added to the table
+when not asked for. Runs land in ``OUT/<variant>/seed<N>/``; a finished run is kept and a
+rerun skips it, so a long table can be built over several sittings
+(:mod:`rfcn.engine.experiments`). The tables (mean ± sd, the differences from ``--reference``
+with the two-sd test of :mod:`rfcn.evaluation.seed_stats`, every run) are printed and saved as
+``OUT/ablation.json``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.ps_roi_sampling_ratio=2",
         "model.box_voting_iou=0.5",
     ),
+    # test-time box refinement (the regressed boxes pooled again, He et al. 2016), alone and
+    # with box voting (the same training as pool of the same seed)
+    "pool_refine": ("model.ps_roi_mode=pool", "model.box_refinement=true"),
+    "pool_refine_vote": (
+        "model.ps_roi_mode=pool",
+        "model.box_refinement=true",
+        "model.box_voting_iou=0.5",
+    ),
     # box regression: one class-agnostic box against one box per class
     "agnostic_boxes": ("model.box_mode=agnostic",),
     "class_boxes": ("model.box_mode=class",),
@@ -98,12 +107,26 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.ps_roi_mode=pool",
         "model.box_voting_iou=0.5",
     ),
+    "c4_refine_vote": (
+        "model.head=c4",
+        "model.box_mode=class",
+        "model.ps_roi_mode=pool",
+        "model.box_refinement=true",
+        "model.box_voting_iou=0.5",
+    ),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 # Variants that differ from another only in test-time settings (rfcn.config.TEST_TIME_SETTINGS)
 # are scored with the weights that variant trained with the same seed instead of training
 # again; asking for one runs (or finds) its training variant's runs too.
-TRAINED_AS: dict[str, str] = {"pool_vote": "pool", "align_s2_vote": "align_s2", "c4_vote": "c4"}
+TRAINED_AS: dict[str, str] = {
+    "pool_vote": "pool",
+    "pool_refine": "pool",
+    "pool_refine_vote": "pool",
+    "align_s2_vote": "align_s2",
+    "c4_vote": "c4",
+    "c4_refine_vote": "c4",
+}
 TRAINING_FIGURES = ("data_seconds", "train_seconds", "train_seconds_per_iteration")
 
 
