@@ -74,21 +74,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "align_s1": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=1"),
     "align_s2": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=2"),
     "align_s4": ("model.ps_roi_mode=align", "model.ps_roi_sampling_ratio=4"),
-    # test-time box voting after NMS (the same training as pool / align_s2 of the same seed)
-    "pool_vote": ("model.ps_roi_mode=pool", "model.box_voting_iou=0.5"),
-    "align_s2_vote": (
-        "model.ps_roi_mode=align",
-        "model.ps_roi_sampling_ratio=2",
-        "model.box_voting_iou=0.5",
-    ),
-    # test-time box refinement (the regressed boxes pooled again, He et al. 2016), alone and
-    # with box voting (the same training as pool of the same seed)
-    "pool_refine": ("model.ps_roi_mode=pool", "model.box_refinement=true"),
-    "pool_refine_vote": (
-        "model.ps_roi_mode=pool",
-        "model.box_refinement=true",
-        "model.box_voting_iou=0.5",
-    ),
     # box regression: one class-agnostic box against one box per class
     "agnostic_boxes": ("model.box_mode=agnostic",),
     "class_boxes": ("model.box_mode=class",),
@@ -101,32 +86,34 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.ps_roi_mode=align",
         "model.ps_roi_sampling_ratio=2",
     ),
-    "c4_vote": (
-        "model.head=c4",
-        "model.box_mode=class",
-        "model.ps_roi_mode=pool",
-        "model.box_voting_iou=0.5",
-    ),
-    "c4_refine_vote": (
-        "model.head=c4",
-        "model.box_mode=class",
-        "model.ps_roi_mode=pool",
-        "model.box_refinement=true",
-        "model.box_voting_iou=0.5",
-    ),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
-# Variants that differ from another only in test-time settings (rfcn.config.TEST_TIME_SETTINGS)
-# are scored with the weights that variant trained with the same seed instead of training
-# again; asking for one runs (or finds) its training variant's runs too.
-TRAINED_AS: dict[str, str] = {
-    "pool_vote": "pool",
-    "pool_refine": "pool",
-    "pool_refine_vote": "pool",
-    "align_s2_vote": "align_s2",
-    "c4_vote": "c4",
-    "c4_refine_vote": "c4",
+# Test-time settings (rfcn.config.TEST_TIME_SETTINGS) that the variant <trained>_<suffix> adds to
+# the variant <trained>: box voting after NMS, box refinement (the regressed boxes pooled again,
+# He et al. 2016), both. Each sets both options, so it means the same on any base config.
+TEST_TIME_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "vote": ("model.box_refinement=false", "model.box_voting_iou=0.5"),
+    "refine": ("model.box_refinement=true", "model.box_voting_iou=0"),
+    "refine_vote": ("model.box_refinement=true", "model.box_voting_iou=0.5"),
 }
+# Such a variant is scored with the weights its training variant trained with the same seed
+# instead of training again; asking for one runs (or finds) its training variant's runs too.
+TRAINED_AS: dict[str, str] = {
+    f"{trained}_{suffix}": trained
+    for trained, suffixes in {
+        "k7": ("vote", "refine_vote"),
+        "pool": ("vote", "refine", "refine_vote"),
+        "align_s2": ("vote",),
+        "c4": ("vote", "refine_vote"),
+    }.items()
+    for suffix in suffixes
+}
+VARIANTS.update(
+    {
+        name: (*VARIANTS[trained], *TEST_TIME_SUFFIXES[name.removeprefix(f"{trained}_")])
+        for name, trained in TRAINED_AS.items()
+    }
+)
 TRAINING_FIGURES = ("data_seconds", "train_seconds", "train_seconds_per_iteration")
 
 
