@@ -97,21 +97,51 @@ def test_align_fast_path_equals_pure_pytorch(
     torch.testing.assert_close(fast, pure, rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def _random_rois(count: int, generator: torch.Generator) -> Tensor:
+    """``(count, 5)`` RoIs over two images, some partly off a 9×11 map at stride 4."""
+    corners = torch.rand(count, 2, generator=generator) * 40 - 4
+    sizes = torch.rand(count, 2, generator=generator) * 30
+    image = torch.randint(0, 2, (count, 1), generator=generator).float()
+    return torch.cat((image, corners, corners + sizes), dim=1)
+
+
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode, torch.enable_grad])
 def test_align_over_threads_equals_one_call(grad_mode, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without gradients, torchvision's kernel runs on chunks of the RoIs in threads: the same
-    numbers as one call (each RoI is computed alone either way)."""
+    """torchvision's kernel runs on chunks of the RoIs in threads: the same numbers as one call
+    (each RoI is computed alone either way)."""
     monkeypatch.setattr(ps_roi_pool_module.torch, "get_num_threads", lambda: 3)
     generator = torch.Generator().manual_seed(9)
     features = torch.randn(2, 27, 9, 11, generator=generator)
-    corners = torch.rand(400, 2, generator=generator) * 40 - 4
-    sizes = torch.rand(400, 2, generator=generator) * 30
-    image = torch.randint(0, 2, (400, 1), generator=generator).float()
-    rois = torch.cat((image, corners, corners + sizes), dim=1)
+    rois = _random_rois(400, generator)
     expected = torchvision.ops.ps_roi_align(features, rois, 3, 0.25, 2)
     with grad_mode():
-        chunked = ps_roi_pool(features, rois, 3, 0.25, "align")
+        chunked = ps_roi_pool(features.requires_grad_(), rois, 3, 0.25, "align")
     assert torch.equal(chunked, expected)
+    assert chunked.requires_grad == (grad_mode is torch.enable_grad)
+
+
+@pytest.mark.parametrize("with_gradient", [250, 0])
+def test_backward_of_rois_without_gradient_is_skipped_exactly(
+    mode: str, with_gradient: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with OHEM, only some RoIs carry a gradient: the features' gradient equals that of
+    pooling those RoIs alone (over three threads on torchvision's path)."""
+    monkeypatch.setattr(ps_roi_pool_module.torch, "get_num_threads", lambda: 3)
+    generator = torch.Generator().manual_seed(12)
+    features = torch.randn(2, 27, 9, 11, generator=generator, dtype=torch.float64)
+    features.requires_grad_()
+    rois = _random_rois(400, generator).double()
+    upstream = torch.zeros(400, 3, 3, 3, dtype=torch.float64)
+    rows = torch.randperm(400, generator=generator)[:with_gradient]
+    upstream[rows] = torch.randn(with_gradient, 3, 3, 3, generator=generator, dtype=torch.float64)
+    pooled = ps_roi_pool(features, rois, 3, 0.25, mode)
+    (skipping,) = torch.autograd.grad(pooled, features, upstream)
+    alone = ps_roi_pool(features, rois[rows], 3, 0.25, mode)
+    (expected,) = torch.autograd.grad(alone, features, upstream[rows], allow_unused=True)
+    expected = torch.zeros_like(features) if expected is None else expected
+    torch.testing.assert_close(skipping, expected, rtol=1e-12, atol=1e-12)
+    if with_gradient == 0:
+        assert not skipping.any()
 
 
 def test_pool_equals_original_layer_on_inclusive_boxes() -> None:

@@ -43,7 +43,10 @@ Fast path: in eager mode on CPU or CUDA with float32/float64 features, ``"align"
 torchvision's compiled ``ps_roi_align``: same convention, same numbers (the tests check forward
 and backward against the pure-PyTorch path; it computes coordinates in the features' dtype, which
 moves float32 results by rounding error only), far less memory than gathering every sample.
-Its CPU kernel is single-threaded, so without gradients the RoIs are split over threads.
+Its CPU kernels are single-threaded, so the RoIs are split over threads, in forward and backward.
+
+In training, both modes' backward passes skip the RoIs whose gradient is all zero: with OHEM
+(paper §2) only the B selected of the N pooled RoIs carry one, so the backward cost follows B.
 While exporting, tracing or compiling, and on other devices, the pure-PyTorch path runs.
 torchvision's ``ps_roi_pool`` is never used: it rounds in feature coordinates, forces a minimum
 size of one cell and clamps bin ends to ``H - 1`` in forward (so the last row and column are
@@ -52,11 +55,12 @@ never pooled), none of which is Eq. (1) with the original layer's arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-import torchvision
+import torchvision  # noqa: F401  (registers the torch.ops.torchvision kernels)
 from torch import Tensor, nn
 
 MODES = ("pool", "align")
@@ -66,6 +70,8 @@ MIN_ROI_SIZE = 0.1
 # Fewer RoIs than this per thread are not worth starting threads for (a few hundred
 # microseconds against about 40 per RoI of 21 classes at k = 7 on one core).
 _MIN_ROIS_PER_THREAD = 64
+
+_Result = TypeVar("_Result")
 
 
 def ps_roi_pool(
@@ -167,29 +173,87 @@ def _torchvision_align_applies(features: Tensor) -> bool:
 def _torchvision_align(
     features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
 ) -> Tensor:
-    """torchvision's ``ps_roi_align``; on the CPU without gradients, over several threads.
+    """torchvision's ``ps_roi_align`` kernels, on the CPU over several threads.
 
-    Its CPU kernel runs on one core, whatever torch's thread count, so at 2000 RoIs it is the
-    part of inference that grows with the RoIs. The kernel releases the GIL, so chunks of the
-    RoIs run at once in a thread pool, one per torch thread. (Backward stays in one call: the
-    chunks' gradients would all add into the same feature maps.)
+    Its CPU kernels run on one core, whatever torch's thread count, so at 2000 RoIs they are the
+    part of an iteration that grows with the RoIs. They release the GIL, so chunks of the RoIs
+    run at once in a thread pool, one per torch thread (:func:`_over_rois_in_threads`); with a
+    gradient, :class:`_TorchvisionAlign` does the same in backward.
     """
+    if torch.is_grad_enabled() and features.requires_grad:
+        return _TorchvisionAlign.apply(features, rois, k, spatial_scale, sampling_ratio)[0]
+    return _align_forward(features, rois, k, spatial_scale, sampling_ratio)[0]
+
+
+def _align_forward(
+    features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
+) -> tuple[Tensor, Tensor]:
+    """``(K, D, k, k)`` pooled scores and the kernel's ``(K, D, k, k)`` channel of each."""
+
+    def pool(chunk: Tensor) -> tuple[Tensor, Tensor]:
+        # Grad mode is per thread: the op must not record a graph in a worker thread.
+        with torch.no_grad():
+            return torch.ops.torchvision.ps_roi_align(
+                features, chunk, spatial_scale, k, k, sampling_ratio
+            )
+
+    pooled, channels = zip(*_over_rois_in_threads(pool, rois, features.device), strict=True)
+    return torch.cat(pooled), torch.cat(channels)
+
+
+def _over_rois_in_threads(
+    function: Callable[[Tensor], _Result], rois: Tensor, device: torch.device
+) -> list[_Result]:
+    """``function`` of each chunk of ``rois``, one chunk per torch thread on the CPU (one call
+    elsewhere, or for too few RoIs to be worth the threads)."""
     threads = torch.get_num_threads()
-    chunked = (
-        features.device.type == "cpu"
-        and threads > 1
-        and rois.shape[0] >= threads * _MIN_ROIS_PER_THREAD
-        and not (torch.is_grad_enabled() and features.requires_grad)
-    )
-    if not chunked:
-        return torchvision.ops.ps_roi_align(features, rois, k, spatial_scale, sampling_ratio)
-
-    def pool(chunk: Tensor) -> Tensor:
-        with torch.no_grad():  # grad mode is per thread; the caller's had none to give
-            return torchvision.ops.ps_roi_align(features, chunk, k, spatial_scale, sampling_ratio)
-
+    if device.type != "cpu" or threads < 2 or rois.shape[0] < threads * _MIN_ROIS_PER_THREAD:
+        return [function(rois)]
     with ThreadPoolExecutor(threads) as executor:
-        return torch.cat(list(executor.map(pool, rois.tensor_split(threads))))
+        return list(executor.map(function, rois.tensor_split(threads)))
+
+
+def _rois_with_gradient(grad: Tensor) -> Tensor:
+    """``(K',)`` indices of the RoIs whose ``(K, D, k, k)`` output gradient is not all zero.
+
+    With OHEM (paper §2) the loss reads only the B selected RoIs of the N pooled, so every other
+    RoI's gradient is exactly zero and its backward work can be skipped without changing a sum.
+    """
+    return grad.flatten(1).ne(0).any(dim=1).nonzero().squeeze(1)
+
+
+class _TorchvisionAlign(torch.autograd.Function):
+    """:func:`_align_forward` with torchvision's backward kernel run only for the RoIs with a
+    gradient, over chunks of them in threads; the chunks' feature gradients are summed."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
+    ) -> tuple[Tensor, Tensor]:
+        return _align_forward(features, rois, k, spatial_scale, sampling_ratio)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        features, rois, k, spatial_scale, sampling_ratio = inputs
+        ctx.save_for_backward(rois, output[1])
+        ctx.mark_non_differentiable(output[1])
+        ctx.arguments = (spatial_scale, k, k, sampling_ratio, *features.shape)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, _: Tensor) -> tuple[Tensor, None, None, None, None]:  # type: ignore[override]
+        rois, channels = ctx.saved_tensors
+        rows = _rois_with_gradient(grad)
+        grad, rois, channels = grad[rows], rois[rows], channels[rows]
+
+        def unpool(chunk: Tensor) -> Tensor:
+            with torch.no_grad():
+                return torch.ops.torchvision._ps_roi_align_backward(
+                    grad[chunk], rois[chunk], channels[chunk], *ctx.arguments
+                )
+
+        index = torch.arange(len(rows), device=rows.device)
+        partial = _over_rois_in_threads(unpool, index, grad.device)
+        return torch.stack(partial).sum(dim=0), None, None, None, None
 
 
 def _bin_major(features: Tensor, k: int) -> Tensor:
@@ -345,6 +409,8 @@ class _ExactPool(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
         corners, inverse_area = ctx.saved_tensors
+        rows = _rois_with_gradient(grad)
+        grad, corners, inverse_area = grad[rows], corners[:, rows], inverse_area[rows]
         k = ctx.k
         batch, channels, height, width = ctx.features_shape
         num_classes = channels // (k * k)
