@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from rfcn.evaluation.seed_stats import compare, format_summary, spread, summarize
+from rfcn.evaluation.seed_stats import (
+    compare,
+    compare_paired,
+    format_summary,
+    spread,
+    summarize,
+)
 
 
 def test_spread_is_the_sample_standard_deviation() -> None:
@@ -54,3 +60,30 @@ def test_summary_compares_every_variant_with_the_reference() -> None:
     assert "sd_A²/n_A" in text
     with pytest.raises(ValueError, match="reference"):
         summarize(runs, reference="k1")
+
+
+def test_paired_test_by_hand() -> None:
+    # Seed by seed A - B = 0.02, 0.03, 0.01: mean 0.02, sd 0.01, sd of the mean 0.01 / sqrt(3).
+    a, b = {0: 0.50, 1: 0.60, 2: 0.70}, {0: 0.48, 1: 0.57, 2: 0.69}
+    found = compare_paired(a, b)
+    assert found.difference == pytest.approx(0.02)
+    assert found.sd == pytest.approx(0.01 / math.sqrt(3))
+    assert found.holds  # 0.02 > 0.0115
+    # As independent means the seeds' own spread (sd 0.1 and 0.105) hides the same difference.
+    assert not compare(spread(list(a.values())), spread(list(b.values()))).holds
+    # Only the seeds both ran with a value count: seeds 0 and 1 here, d = 0.02, 0.03.
+    two = compare_paired(a, {0: 0.48, 1: 0.57, 2: None, 3: 0.1})
+    assert two.difference == pytest.approx(0.025) and two.sd == pytest.approx(0.005)
+    one = compare_paired(a, {2: 0.60})
+    assert one.difference == pytest.approx(0.1) and one.sd is None and one.holds is None
+    assert compare_paired(a, {5: 0.3}) is None
+
+
+def test_summary_pairs_the_runs_by_seed() -> None:
+    runs = {"k7": _runs(0.50, 0.60, 0.70), "k3": _runs(0.48, 0.57, 0.69)}
+    (difference,) = summarize(runs, reference="k7")["differences"]
+    assert not difference["holds"]
+    paired = difference["paired"]
+    assert paired["difference"] == pytest.approx(-0.02) and paired["holds"]
+    text = format_summary(summarize(runs, reference="k7"), runs)
+    assert "-2.0 ± 8.4 " in text and "-2.0 ± 0.6*" in text and "paired by seed" in text
