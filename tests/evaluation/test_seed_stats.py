@@ -81,9 +81,10 @@ def test_paired_test_by_hand() -> None:
 
 def test_summary_pairs_the_runs_by_seed() -> None:
     runs = {"k7": _runs(0.50, 0.60, 0.70), "k3": _runs(0.48, 0.57, 0.69)}
-    (difference,) = summarize(runs, reference="k7")["differences"]
+    summary = summarize(runs, reference="k7")
+    (difference,) = summary["differences"]
     assert not difference["holds"]
     paired = difference["paired"]
     assert paired["difference"] == pytest.approx(-0.02) and paired["holds"]
-    text = format_summary(summarize(runs, reference="k7"), runs)
+    text = format_summary(summary, runs)
     assert "-2.0 ± 8.4 " in text and "-2.0 ± 0.6*" in text and "paired by seed" in text

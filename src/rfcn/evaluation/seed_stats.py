@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 TEST_DESCRIPTION = (
@@ -78,16 +78,18 @@ class Difference:
     sd: float | None
     holds: bool | None
 
+    @classmethod
+    def tested(cls, difference: float, sd: float | None) -> Difference:
+        """The difference, held when it exceeds twice ``sd`` (no claim without an sd)."""
+        return cls(difference, sd, None if sd is None else abs(difference) > 2 * sd)
+
 
 def compare(a: Spread, b: Spread) -> Difference | None:
     """A against B by the two-sd test of the module docstring; None if either has no value."""
     if a.mean is None or b.mean is None:
         return None
-    difference = a.mean - b.mean
-    if a.sd is None or b.sd is None:
-        return Difference(difference, None, None)
-    sd = math.sqrt(a.sd**2 / a.n + b.sd**2 / b.n)
-    return Difference(difference, sd, abs(difference) > 2 * sd)
+    sd = None if a.sd is None or b.sd is None else math.sqrt(a.sd**2 / a.n + b.sd**2 / b.n)
+    return Difference.tested(a.mean - b.mean, sd)
 
 
 def compare_paired(
@@ -99,10 +101,8 @@ def compare_paired(
     differences = spread([x - y for x, y in pairs if x is not None and y is not None])
     if differences.mean is None:
         return None
-    if differences.sd is None:
-        return Difference(differences.mean, None, None)
-    sd = differences.sd / math.sqrt(differences.n)
-    return Difference(differences.mean, sd, abs(differences.mean) > 2 * sd)
+    sd = None if differences.sd is None else differences.sd / math.sqrt(differences.n)
+    return Difference.tested(differences.mean, sd)
 
 
 def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -> dict[str, Any]:
@@ -149,8 +149,8 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -
                 {
                     "variant": variant,
                     "metric": key,
-                    **_difference_fields(found),
-                    "paired": None if paired is None else _difference_fields(paired),
+                    **asdict(found),
+                    "paired": None if paired is None else asdict(paired),
                 }
             )
     return {
@@ -159,10 +159,6 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -
         "variants": variants,
         "differences": differences,
     }
-
-
-def _difference_fields(found: Difference) -> dict[str, Any]:
-    return {"difference": found.difference, "sd": found.sd, "holds": found.holds}
 
 
 def _difference_text(entry: Mapping[str, Any] | None) -> str:
