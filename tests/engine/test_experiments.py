@@ -91,6 +91,27 @@ def test_a_folder_of_other_settings_is_refused(tmp_path: Path) -> None:
         plan_runs(tmp_path, ["b"], [5], _configs)
 
 
+def test_record_keeping_settings_may_change_between_sittings(tmp_path: Path) -> None:
+    (finished,) = plan_runs(tmp_path, ["a"], [5], _configs)
+    run_experiment([finished], fake_run)
+    (half_done,) = plan_runs(tmp_path, ["b"], [5], _configs)
+    half_done.folder.mkdir(parents=True)
+    (half_done.folder / EXPERIMENT_FILE).write_text(json.dumps(half_done.description()))
+    (half_done.folder / "last.pt").write_bytes(b"training state")
+
+    def more_often(variant: str) -> Config:
+        cfg = _configs(variant)
+        cfg.train.checkpoint_every, cfg.train.log_every, cfg.train.tensorboard = 7, 3, False
+        cfg.output_dir = "elsewhere"
+        return cfg
+
+    again = run_experiment(plan_runs(tmp_path, ["a", "b"], [5], more_often), fake_run)
+    assert [f.skipped for f in again] == [True, False]
+    assert _calls(half_done.folder) == ["resume=True"]
+    saved = json.loads((half_done.folder / EXPERIMENT_FILE).read_text())
+    assert saved["config"]["train"]["checkpoint_every"] == 7  # what the rest of it runs with
+
+
 def test_a_run_saved_before_a_setting_existed_is_kept(tmp_path: Path) -> None:
     (run,) = plan_runs(tmp_path, ["a"], [5], _configs)
     run_experiment([run], fake_run)

@@ -44,11 +44,16 @@ def _fraction(value: object) -> bool:
 @pytest.mark.slow
 def test_quick_demo_writes_metrics_and_pictures(tmp_path: Path) -> None:
     out = tmp_path / "demo"
+    flags = ["--out", str(out), "--quick", "--threads", "1", "--no-progress"]
     threads = torch.get_num_threads()
     try:
-        assert (
-            demo.run(_parse(["--out", str(out), "--quick", "--threads", "1", "--no-progress"])) == 0
-        )
+        assert demo.run(_parse(flags)) == 0
+        with pytest.raises(
+            UserError, match=r"already holds a training run \(last\.pt\); resume it \(--resume\)"
+        ):
+            demo.run(_parse(flags))
+        (out / "metrics.json").unlink()
+        assert demo.run(_parse([*flags, "--resume"])) == 0  # nothing left to train: scores only
     finally:
         torch.set_num_threads(threads)
     metrics = json.loads((out / "metrics.json").read_text())

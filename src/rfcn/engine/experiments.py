@@ -12,7 +12,9 @@ A run interrupted before ``metrics.json`` is picked up safely: from its ``last.p
 is one (the trainer resumes exactly; a finished training is only evaluated), else from
 scratch (its partial log is cleared first). A folder whose ``experiment.json`` holds another
 config is never overwritten: the rerun stops with a UserError naming the first setting that
-differs, so an ablation cannot mix runs of different budgets.
+differs, so an ablation cannot mix runs of different budgets. Settings of how a run is logged
+and saved (``RECORD_KEEPING``) are not compared: a rerun may checkpoint more often and still
+continue the runs already there.
 
 What trains and scores one run is a function handed in (``RunFunction``), so this module
 does not depend on the command-line tools. With ``jobs > 1`` runs go to that many spawned
@@ -40,6 +42,11 @@ from rfcn.files import read_json, write_json
 
 EXPERIMENT_FILE = "experiment.json"
 METRICS_FILE = "metrics.json"
+
+# Settings that change what a run records, not what it computes.
+RECORD_KEEPING = frozenset(
+    {"output_dir", "train.checkpoint_every", "train.log_every", "train.tensorboard"}
+)
 
 # cfg, run folder, resume from its last.pt, show progress -> the run's metrics (JSON-ready)
 RunFunction = Callable[[Config, Path, bool, bool], dict[str, Any]]
@@ -123,7 +130,11 @@ def _check_folder(run: PlannedRun) -> None:
             )
         return
     saved = _with_current_defaults(read_json(path, "experiment description"))
-    changed = list(_differences(saved, run.description()))
+    changed = [
+        key
+        for key in _differences(saved, run.description())
+        if key.removeprefix("config.") not in RECORD_KEEPING
+    ]
     if changed:
         raise UserError(
             path,

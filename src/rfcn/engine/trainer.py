@@ -132,7 +132,8 @@ def _train(
     if not resume and (output_dir / LAST_CHECKPOINT).exists():
         raise UserError(
             output_dir,
-            f"already holds a training run ({LAST_CHECKPOINT}); resume it or choose another folder",
+            f"already holds a training run ({LAST_CHECKPOINT}); "
+            "resume it (--resume) or choose another folder",
         )
     # Before anything is written: a validation split that cannot be read, or pretrained weights
     # that cannot be had (the first stage's model is built here), stop the run.

@@ -344,6 +344,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--quick", action="store_true", help="a tiny budget that only checks every step runs"
     )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the training saved in --out (last.pt)"
+    )
     add_config_overrides(parser, "model.k=3")
     add_progress_switch(parser)
     parser.set_defaults(func=run)
@@ -361,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     cfg = demo_config(out, args.quick, args.iterations, args.overrides)
     started = time.perf_counter()
-    result = train_and_evaluate(cfg, out, args.progress)
+    result = train_and_evaluate(cfg, out, args.progress, args.resume)
     pictures = {"detections.png": detections_picture(result)}
     if isinstance(result.model.head, RFCNHead):  # the C4 counterpart has no score maps
         pictures["score_maps.png"] = score_maps_picture(result)
