@@ -33,13 +33,22 @@ def test_settings_quick_then_explicit_flags() -> None:
         _parse(["--out", "x", "--ps-roi-mode", "align", "--rfcn-only"])
     )
     assert (align.ps_roi_mode, align.rfcn_only) == ("align", True)
+    assert align.ps_roi_sampling_ratio is None  # the model's
+    one = benchmark.settings_from_args(_parse(["--out", "x", "--ps-roi-sampling-ratio", "1"]))
+    assert one.ps_roi_sampling_ratio == 1
     big = benchmark.settings_from_args(_parse(["--out", "x", "--size", "900"]))
     assert big.max_size >= 900 * 4 // 3  # the network input keeps its shorter side
 
 
 @pytest.mark.parametrize(
     "bad",
-    [["--roi-counts", "0,5"], ["--roi-counts", "a"], ["--repeats", "0"], ["--ps-roi-mode", "max"]],
+    [
+        ["--roi-counts", "0,5"],
+        ["--roi-counts", "a"],
+        ["--repeats", "0"],
+        ["--ps-roi-mode", "max"],
+        ["--ps-roi-sampling-ratio", "0"],
+    ],
 )
 def test_bad_flags_are_refused(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
@@ -164,10 +173,11 @@ def test_rfcn_only_align_benchmark_has_no_c4_rows(tmp_path: Path, capsys) -> Non
     out = tmp_path / "bench.json"
     argv = ["--quick", "--size", "64", "--roi-counts", "8,16", "--train-roi-counts", "16"]
     argv += ["--repeats", "1", "--rfcn-only", "--ps-roi-mode", "align", "--no-deformable"]
-    argv += ["--out", str(out)]
+    argv += ["--ps-roi-sampling-ratio", "1", "--out", str(out)]
     assert benchmark.run(_parse(argv)) == 0
     result = json.loads(out.read_text())
     assert result["settings"]["ps_roi_mode"] == "align"
+    assert result["settings"]["ps_roi_sampling_ratio"] == 1
     inference = result["inference"]
     assert inference["head"]["c4"] == inference["pipeline"]["c4"] == {}
     assert set(inference["pipeline_given_rois"]["rfcn"]) == {"8", "16"}
@@ -177,7 +187,7 @@ def test_rfcn_only_align_benchmark_has_no_c4_rows(tmp_path: Path, capsys) -> Non
     assert targets["rfcn_speedup_over_c4"]["value"] is None
     assert targets["rfcn_most_over_fewest_rois"]["value"] > 0
     table = capsys.readouterr().out
-    assert "PS-RoI align" in table and "| 16 | - | - |" in table
+    assert "PS-RoI align (1x1 samples a bin)" in table and "| 16 | - | - |" in table
 
 
 def test_calibrated_batch_norm_keeps_resnet101_at_unit_scale() -> None:

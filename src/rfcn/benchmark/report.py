@@ -136,13 +136,20 @@ def _cell(case: dict[str, Any] | None) -> str:
     return f"{case['time']['median_ms']:.0f} ({case['time']['cpu_median_ms']:.0f})"
 
 
+def _pooling(settings: dict[str, Any]) -> str:
+    """``pool``, or ``align`` with its samples per bin side (results saved before either
+    setting existed were ``pool``)."""
+    mode, ratio = settings.get("ps_roi_mode", "pool"), settings.get("ps_roi_sampling_ratio")
+    return f"align ({ratio}x{ratio} samples a bin)" if mode == "align" and ratio else mode
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A Markdown summary: medians in ms as ``wall (process CPU)``, ratios, the targets."""
     inference, ratios = result["inference"], result["ratios"]
     settings, machine = result["settings"], result["machine"]
     lines = [
         f"{settings['backbone']}, {settings['size']} px shorter side, PS-RoI "
-        f"{settings.get('ps_roi_mode', 'pool')}, {settings['device']} "
+        f"{_pooling(settings)}, {settings['device']} "
         f"({machine['device_name']}, {machine['torch_threads']} threads); median ms of "
         f"{settings['repeats']} runs as wall (process CPU)",
         "",

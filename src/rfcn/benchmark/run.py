@@ -74,6 +74,7 @@ class BenchmarkSettings:
     seed: int = 0
     weights: str | None = None  # a trained checkpoint instead of random weights
     ps_roi_mode: str | None = None  # "pool" or "align"; None: the model config's (or checkpoint's)
+    ps_roi_sampling_ratio: int | None = None  # align's samples per bin side; None: the model's
     rfcn_only: bool = False  # no C4 counterpart and no fast-path variants: R-FCN's rows alone
     image: str | None = None  # a picture instead of random pixels
     deformable: bool = True  # also time the Deformable ConvNets variants
@@ -101,6 +102,8 @@ def _detector(settings: BenchmarkSettings, image: Tensor) -> tuple[RFCN, ModelCo
     }
     if settings.ps_roi_mode is not None:
         size_settings["ps_roi_mode"] = settings.ps_roi_mode
+    if settings.ps_roi_sampling_ratio is not None:
+        size_settings["ps_roi_sampling_ratio"] = settings.ps_roi_sampling_ratio
     if settings.weights is None:
         cfg = ModelConfig(
             backbone=settings.backbone, num_classes=settings.num_classes, **size_settings
@@ -135,7 +138,11 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     height, width = image.shape[-2:]
     rfcn, cfg = _detector(settings, image)
     settings = replace(
-        settings, backbone=cfg.backbone, num_classes=cfg.num_classes, ps_roi_mode=cfg.ps_roi_mode
+        settings,
+        backbone=cfg.backbone,
+        num_classes=cfg.num_classes,
+        ps_roi_mode=cfg.ps_roi_mode,
+        ps_roi_sampling_ratio=cfg.ps_roi_sampling_ratio,
     )
     c4 = None
     if not settings.rfcn_only:

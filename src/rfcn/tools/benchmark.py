@@ -79,6 +79,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="PS-RoI pooling of R-FCN's head (default: the model's, pool for random weights)",
     )
     parser.add_argument(
+        "--ps-roi-sampling-ratio",
+        type=_positive,
+        help="align's bilinear samples per bin side (default: the model's, 2 for random weights)",
+    )
+    parser.add_argument(
         "--rfcn-only",
         action="store_true",
         help="time R-FCN alone (no C4 counterpart, no fast-path variants): its RoI-count and "
@@ -124,6 +129,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "deformable": args.deformable,
         "deformable_roi_counts": args.deformable_roi_counts,
         "ps_roi_mode": args.ps_roi_mode,
+        "ps_roi_sampling_ratio": args.ps_roi_sampling_ratio,
     }
     settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
     return replace(settings, max_size=max(settings.max_size, settings.size * 4 // 3 + 1))
