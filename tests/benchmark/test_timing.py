@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from rfcn.benchmark.timing import memory_method, peak_memory_mib, summarize, time_call
+from rfcn.benchmark.timing import (
+    memory_method,
+    peak_memory_mib,
+    summarize,
+    time_call,
+    time_side_by_side,
+)
 
 CPU = torch.device("cpu")
 
@@ -32,6 +38,27 @@ def test_time_call_warms_up_then_times_each_repeat() -> None:
     assert len(calls) == 5
     assert len(stats.runs_ms) == 3
     assert all(run >= 0 for run in stats.runs_ms)
+
+
+def test_side_by_side_calls_take_turns_after_each_warms_up() -> None:
+    calls: list[str] = []
+    a, b = time_side_by_side(
+        [lambda: calls.append("a"), lambda: calls.append("b")], CPU, warmup=2, repeats=3
+    )
+    assert calls == ["a", "a", "b", "b", "a", "b", "a", "b", "a", "b"]
+    assert len(a.runs_ms) == len(b.runs_ms) == 3
+
+
+def test_side_by_side_keeps_each_function_its_own_times() -> None:
+    def spin(steps: int) -> None:
+        total = 0
+        for i in range(steps):
+            total += i
+
+    short, long = time_side_by_side(
+        [lambda: spin(20_000), lambda: spin(400_000)], CPU, warmup=0, repeats=3
+    )
+    assert long.cpu_median_ms > 5 * short.cpu_median_ms  # 20x the work
 
 
 def test_time_call_counts_cpu_time_of_busy_work() -> None:

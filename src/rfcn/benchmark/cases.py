@@ -1,7 +1,8 @@
 """The measurements of ``rfcn benchmark``: each returns plain numbers ready for JSON.
 
 Every case times a closure with :func:`rfcn.benchmark.timing.time_call` (median and IQR after
-warm-up) and takes the peak memory of its last warm-up call. Inference runs under
+warm-up) and takes the peak memory of its last warm-up call; the cases whose ratios are reported
+(RoI counts) take turns (:func:`measure_side_by_side`). Inference runs under
 ``torch.inference_mode`` in float32 with contiguous (NCHW) tensors unless a fast-path variant
 says otherwise; R-FCN and its C4 counterpart (:mod:`rfcn.modeling.c4_baseline`) always run under
 the same settings, on the same images and the same RoIs.
@@ -12,19 +13,21 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from rfcn.benchmark.timing import peak_memory_mib, time_call
+from rfcn.benchmark.timing import peak_memory_mib, time_side_by_side
 from rfcn.config import ModelConfig, TrainConfig
 from rfcn.engine.optim import build_optimizer
 from rfcn.inference.fast_path import bf16_is_fast, detection_agreement, optimize_for_inference
 from rfcn.modeling.rfcn import RFCN, build_model
+
+Case = TypeVar("Case", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,26 @@ def measure(fn: Callable[[], object], budget: Budget) -> dict[str, Any]:
 
     The peak memory is read during the last warm-up call, so it costs no extra call.
     """
+    return measure_side_by_side({"fn": fn}, budget)["fn"]
+
+
+def measure_side_by_side(
+    fns: Mapping[Case, Callable[[], object]], budget: Budget
+) -> dict[Case, dict[str, Any]]:
+    """:func:`measure` of every function, their timed calls taking turns
+    (:func:`~rfcn.benchmark.timing.time_side_by_side`): for cases whose ratio is reported."""
     if budget.warmup < 1:
         raise ValueError("need at least one warm-up call (it also measures peak memory)")
-    for _ in range(budget.warmup - 1):
-        fn()
-    memory = peak_memory_mib(fn, budget.device)
-    stats = time_call(fn, budget.device, warmup=0, repeats=budget.repeats)
-    return {"time": stats.to_dict(), "memory": memory}
+    memory = {}
+    for key, fn in fns.items():
+        for _ in range(budget.warmup - 1):
+            fn()
+        memory[key] = peak_memory_mib(fn, budget.device)
+    stats = time_side_by_side(list(fns.values()), budget.device, warmup=0, repeats=budget.repeats)
+    return {
+        key: {"time": timing.to_dict(), "memory": memory[key]}
+        for key, timing in zip(fns, stats, strict=True)
+    }
 
 
 def median_ms(result: dict[str, Any]) -> float:
@@ -143,6 +159,7 @@ def inference_cases(
             result = measure(lambda model=model: model(images), budget)
             result["proposals"] = [len(p) for p in model.propose(images, fewest)]
             results["pipeline"][name][str(fewest)] = result
+        by_count: dict[tuple[str, str, str], Callable[[], object]] = {}
         for count in roi_counts:
             key = str(count)
             given = [
@@ -152,26 +169,28 @@ def inference_cases(
             rois = torch.cat((boxes.new_zeros(count, 1), boxes), dim=1).to(device)  # (N, 5)
             for name, model in detectors.items():
                 if name == "rfcn" or count == fewest:
-                    results["pipeline_given_rois"][name][key] = measure(
-                        lambda model=model, given=given: model(images, proposals=given), budget
+                    by_count["pipeline_given_rois", name, key] = lambda model=model, given=given: (
+                        model(images, proposals=given)
                     )
-                results["head"][name][key] = measure(
-                    lambda model=model, rois=rois: model.head(model.backbone.conv5(conv4), rois),
-                    budget,
+                by_count["head", name, key] = lambda model=model, rois=rois: model.head(
+                    model.backbone.conv5(conv4), rois
                 )
+        for (case, name, key), result in measure_side_by_side(by_count, budget).items():
+            results[case][name][key] = result
     return results
 
 
-def training_case(
+def training_cases(
     model: RFCN,
     images: list[Tensor],
     targets: list[dict[str, Tensor]],
-    roi_count: int,
+    roi_counts: Sequence[int],
     budget: Budget,
     generator: torch.Generator,
-) -> dict[str, Any]:
-    """One SGD iteration (forward with OHEM, backward, step) from ``roi_count`` RoIs per image,
-    as the paper's Table 3. Runs on a copy: ``model`` is left as it was.
+) -> dict[str, dict[str, Any]]:
+    """One SGD iteration (forward with OHEM, backward, step) from each of ``roi_counts`` RoIs
+    per image, as the paper's Table 3, timed side by side; keyed by the count as text. Runs on
+    a copy: ``model`` is left as it was.
 
     The RPN runs and is trained as usual, but the head gets exactly ``roi_count`` random RoIs
     per image (plus the ground truth, as always): a randomly initialised RPN keeps far fewer
@@ -179,19 +198,23 @@ def training_case(
     """
     trainee = copy.deepcopy(model).train()
     optimizer = build_optimizer(trainee.parameters(), TrainConfig())
-    given = [
-        random_boxes(roi_count, *image.shape[-2:], generator).to(image.device) for image in images
-    ]
 
-    def step() -> None:
+    def step(given: list[Tensor]) -> None:
         losses = trainee(images, targets, proposals=given)
         optimizer.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         optimizer.step()
 
-    result = measure(step, budget)
-    result["rois"] = [roi_count + len(target["boxes"]) for target in targets]
-    return result
+    steps = {}
+    for count in roi_counts:
+        given = [
+            random_boxes(count, *image.shape[-2:], generator).to(image.device) for image in images
+        ]
+        steps[str(count)] = lambda given=given: step(given)
+    results = measure_side_by_side(steps, budget)
+    for count in roi_counts:
+        results[str(count)]["rois"] = [count + len(target["boxes"]) for target in targets]
+    return results
 
 
 @dataclass(frozen=True)

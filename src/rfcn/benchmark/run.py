@@ -40,7 +40,7 @@ from rfcn.benchmark.cases import (
     inference_cases,
     median_ms,
     random_targets,
-    training_case,
+    training_cases,
 )
 from rfcn.benchmark.report import check_targets, deformable_overheads, summarize_ratios
 from rfcn.benchmark.timing import memory_method
@@ -150,12 +150,13 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     inference = inference_cases(rfcn, c4, images, settings.roi_counts, budget, generator)
     ground_truth = random_targets(3, height, width, settings.num_classes, generator)
     targets = [{key: value.to(device) for key, value in ground_truth.items()}]
-    training: dict[str, Any] = {"rfcn": {}, "c4": {}}
-    for count in settings.train_roi_counts:
-        key = str(count)
-        training["rfcn"][key] = training_case(rfcn, images, targets, count, budget, generator)
-        if c4 is not None and settings.c4_training:
-            training["c4"][key] = training_case(c4, images, targets, count, budget, generator)
+    counts = settings.train_roi_counts
+    training: dict[str, Any] = {
+        "rfcn": training_cases(rfcn, images, targets, counts, budget, generator),
+        "c4": {},
+    }
+    if c4 is not None and settings.c4_training:
+        training["c4"] = training_cases(c4, images, targets, counts, budget, generator)
     if training["c4"]:
         training["rfcn_speedup_over_c4"] = {
             n: median_ms(training["c4"][n]) / median_ms(training["rfcn"][n])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,17 +75,31 @@ def time_call(
     fn: Callable[[], object], device: torch.device, warmup: int, repeats: int
 ) -> TimingStats:
     """Run ``fn`` ``warmup`` times untimed, then time ``repeats`` calls (CUDA work synchronised)."""
-    for _ in range(warmup):
-        fn()
-    runs_ms, cpu_runs_ms = [], []
+    return time_side_by_side([fn], device, warmup, repeats)[0]
+
+
+def time_side_by_side(
+    fns: Sequence[Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> list[TimingStats]:
+    """:func:`time_call` of every function, their timed calls taking turns (a, b, a, b, ...).
+
+    On a shared machine a slow spell then falls on every case alike, so the ratio of two cases
+    (2000 RoIs against 300) is not the ratio of two different minutes of the machine.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    runs_ms: list[list[float]] = [[] for _ in fns]
+    cpu_runs_ms: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        _synchronize(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        _synchronize(device)
-        runs_ms.append((time.perf_counter() - start) * 1000.0)
-        cpu_runs_ms.append((time.process_time() - cpu_start) * 1000.0)
-    return summarize(runs_ms, cpu_runs_ms)
+        for fn, wall, cpu in zip(fns, runs_ms, cpu_runs_ms, strict=True):
+            _synchronize(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            fn()
+            _synchronize(device)
+            wall.append((time.perf_counter() - start) * 1000.0)
+            cpu.append((time.process_time() - cpu_start) * 1000.0)
+    return [summarize(wall, cpu) for wall, cpu in zip(runs_ms, cpu_runs_ms, strict=True)]
 
 
 def _status_kib(field: str) -> int:
