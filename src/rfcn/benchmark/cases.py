@@ -192,7 +192,7 @@ def training_cases(
     per image, as the paper's Table 3, timed side by side; keyed by the count as text. Runs on
     a copy: ``model`` is left as it was.
 
-    The RPN runs and is trained as usual, but the head gets exactly ``roi_count`` random RoIs
+    The RPN runs and is trained as usual, but the head gets exactly that many random RoIs
     per image (plus the ground truth, as always): a randomly initialised RPN keeps far fewer
     than 2000 proposals after NMS, which would hide the cost being measured.
     """
