@@ -33,6 +33,7 @@ from rfcn.data.build import build_dataset
 from rfcn.data.dataset import DetectionDataset
 from rfcn.data.writers import COCO_JSON
 from rfcn.engine.checkpoint import load_model
+from rfcn.engine.logging import read_metrics
 from rfcn.engine.trainer import train
 from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
@@ -136,7 +137,8 @@ def train_and_evaluate(
         "train_seconds": round(result.seconds, 1),
         "train_seconds_per_iteration": round(result.seconds / cfg.train.iterations, 3),
     }
-    return evaluate_trained(result.checkpoint, cfg, training, result.history)
+    # the whole run's log: a resumed training's history holds only what this call trained
+    return evaluate_trained(result.checkpoint, cfg, training, read_metrics(out))
 
 
 def evaluate_trained(
