@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,16 +26,16 @@ ps_roi_pool_module = importlib.import_module("rfcn.ops.ps_roi_pool")
 MODES = ("pool", "align")
 
 
-@pytest.fixture(params=["pool", "align", "align-torchvision"])
+@pytest.fixture(params=["pool", "align", "pool-plain", "align-plain"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The mode under test; plain "align" forces the pure-PyTorch path, "align-torchvision"
-    keeps the eager fast path through torchvision's kernel."""
-    _use_fast_path(monkeypatch, request.param == "align-torchvision")
+    """The mode under test; "-plain" runs the plain operations used while exporting, tracing or
+    compiling instead of the eager ``embedding_bag`` path."""
+    _run_eagerly(monkeypatch, not request.param.endswith("-plain"))
     return request.param.split("-")[0]
 
 
-def _use_fast_path(monkeypatch: pytest.MonkeyPatch, enabled: bool) -> None:
-    monkeypatch.setattr(ps_roi_pool_module, "_torchvision_align_applies", lambda _: enabled)
+def _run_eagerly(monkeypatch: pytest.MonkeyPatch, eager: bool) -> None:
+    monkeypatch.setattr(ps_roi_pool_module, "_eager", lambda: eager)
 
 
 def _reference(features: Tensor, rois: Tensor, k: int, scale: float, mode: str) -> Tensor:
@@ -58,12 +59,12 @@ def test_matches_float64_loop(mode: str, k: int) -> None:
     torch.testing.assert_close(actual32, expected.float(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("fast_path", [False, True])
+@pytest.mark.parametrize("eager", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [1, 3])
 def test_align_sampling_ratio_matches_loop(
-    sampling_ratio: int, fast_path: bool, monkeypatch: pytest.MonkeyPatch
+    sampling_ratio: int, eager: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _use_fast_path(monkeypatch, fast_path)
+    _run_eagerly(monkeypatch, eager)
     features = torch.randn(2, 18, 7, 8, generator=torch.Generator().manual_seed(5))
     rois = mixed_rois(7, 8, 2)
     expected = reference_ps_roi_align(features, rois, 3, 0.5, sampling_ratio)
@@ -73,28 +74,25 @@ def test_align_sampling_ratio_matches_loop(
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(("k", "sampling_ratio"), [(1, 1), (3, 2), (7, 2), (3, 3)])
-def test_align_fast_path_equals_pure_pytorch(
-    k: int, sampling_ratio: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """torchvision's ps_roi_align gives the pure-PyTorch numbers, forward and backward."""
-    assert ps_roi_pool_module._torchvision_align_applies(torch.zeros(1, dtype=dtype))
+def test_align_matches_torchvision(k: int, sampling_ratio: int, dtype: torch.dtype) -> None:
+    """torchvision's compiled ps_roi_align, an independent implementation of the same
+    convention, gives the same numbers, forward and backward."""
     features = torch.randn(2, k * k * 3, 9, 11, generator=torch.Generator().manual_seed(k))
     features = features.to(dtype)
     rois = mixed_rois(9, 11, 4).to(dtype)
     upstream = torch.randn(len(rois), 3, k, k, generator=torch.Generator().manual_seed(0))
 
-    def run() -> tuple[Tensor, Tensor]:
+    def run(pool: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
         leaf = features.clone().requires_grad_()
-        out = ps_roi_pool(leaf, rois, k, 0.25, "align", sampling_ratio)
+        out = pool(leaf)
         out.backward(upstream.to(dtype))
         assert leaf.grad is not None
         return out.detach(), leaf.grad
 
-    fast = run()
-    _use_fast_path(monkeypatch, False)
-    pure = run()
+    ours = run(lambda x: ps_roi_pool(x, rois, k, 0.25, "align", sampling_ratio))
+    theirs = run(lambda x: torchvision.ops.ps_roi_align(x, rois, k, 0.25, sampling_ratio))
     tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(fast, pure, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(ours, theirs, rtol=tolerance, atol=tolerance)
 
 
 def _random_rois(count: int, generator: torch.Generator) -> Tensor:
@@ -105,28 +103,12 @@ def _random_rois(count: int, generator: torch.Generator) -> Tensor:
     return torch.cat((image, corners, corners + sizes), dim=1)
 
 
-@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode, torch.enable_grad])
-def test_align_over_threads_equals_one_call(grad_mode, monkeypatch: pytest.MonkeyPatch) -> None:
-    """torchvision's kernel runs on chunks of the RoIs in threads: the same numbers as one call
-    (each RoI is computed alone either way)."""
-    monkeypatch.setattr(ps_roi_pool_module.torch, "get_num_threads", lambda: 3)
-    generator = torch.Generator().manual_seed(9)
-    features = torch.randn(2, 27, 9, 11, generator=generator)
-    rois = _random_rois(400, generator)
-    expected = torchvision.ops.ps_roi_align(features, rois, 3, 0.25, 2)
-    with grad_mode():
-        chunked = ps_roi_pool(features.requires_grad_(), rois, 3, 0.25, "align")
-    assert torch.equal(chunked, expected)
-    assert chunked.requires_grad == (grad_mode is torch.enable_grad)
-
-
 @pytest.mark.parametrize("with_gradient", [250, 0])
 def test_backward_of_rois_without_gradient_is_skipped_exactly(
     mode: str, with_gradient: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As with OHEM, only some RoIs carry a gradient: the features' gradient equals that of
-    pooling those RoIs alone (over three threads on torchvision's path)."""
-    monkeypatch.setattr(ps_roi_pool_module.torch, "get_num_threads", lambda: 3)
+    pooling those RoIs alone."""
     generator = torch.Generator().manual_seed(12)
     features = torch.randn(2, 27, 9, 11, generator=generator, dtype=torch.float64)
     features.requires_grad_()
@@ -189,21 +171,24 @@ def test_gradcheck(mode: str) -> None:
     )
 
 
-def test_pool_gradient_without_the_hand_written_backward(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where the op is traced or compiled, autograd differentiates the plain operations of the
-    same forward; its gradient equals the hand-written one."""
+@pytest.mark.parametrize("mode", MODES)
+def test_plain_operations_equal_the_eager_path(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the op is exported, traced or compiled, plain gathers and sums replace
+    ``embedding_bag`` and its backward pass: the same numbers, forward and backward."""
     features = torch.randn(
         2, 18, 6, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(11)
     ).requires_grad_()
     rois = mixed_rois(6, 7, 4)
     upstream = torch.randn(len(rois), 2, 3, 3, dtype=torch.float64)
-    (hand_written,) = torch.autograd.grad(ps_roi_pool(features, rois, 3, 0.25), features, upstream)
-    monkeypatch.setattr(ps_roi_pool_module, "_eager", lambda: False)
-    (plain,) = torch.autograd.grad(ps_roi_pool(features, rois, 3, 0.25), features, upstream)
-    torch.testing.assert_close(plain, hand_written, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(
-        lambda x: ps_roi_pool(x, rois[:4], 3, 0.25), (features,), eps=1e-6, atol=1e-8
-    )
+
+    def pooled_and_gradient() -> tuple[Tensor, Tensor]:
+        out = ps_roi_pool(features, rois, 3, 0.25, mode)
+        return out.detach(), torch.autograd.grad(out, features, upstream)[0]
+
+    eager = pooled_and_gradient()
+    _run_eagerly(monkeypatch, False)
+    plain = pooled_and_gradient()
+    torch.testing.assert_close(plain, eager, rtol=1e-12, atol=1e-12)
 
 
 def test_each_channel_feeds_only_its_own_class_and_bin(mode: str) -> None:
@@ -251,14 +236,14 @@ def test_pool_hand_worked_4x4() -> None:
     torch.testing.assert_close(out, expected)
 
 
-@pytest.mark.parametrize("fast_path", [False, True])
-def test_align_hand_worked_4x4(fast_path: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("eager", [False, True])
+def test_align_hand_worked_4x4(eager: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # k=1, sampling_ratio=2, scale 1, channel 0 = 4y + x (bilinear reproduces it exactly).
     # RoI 1: (-2, 0, 2, 4) -> x from -2.5 to 1.5, samples x = -1.5 (outside [-1, 4]: counts 0)
     # and 0.5; y from -0.5 to 3.5, samples 0.5 and 2.5. (2.5 + 10.5 + 0 + 0) / 4 = 3.25.
     # RoI 2: (0, 0, 1, 4) -> x samples -0.25 (clamped to 0) and 0.25; y samples 0.5, 2.5:
     # (2 + 2.25 + 10 + 10.25) / 4 = 6.125.
-    _use_fast_path(monkeypatch, fast_path)
+    _run_eagerly(monkeypatch, eager)
     features = _ramp_features()[:, :1]
     rois = torch.tensor([[0, -2.0, 0.0, 2.0, 4.0], [0, 0.0, 0.0, 1.0, 4.0]])
     out = ps_roi_pool(features, rois, 1, 1.0, "align", sampling_ratio=2)
