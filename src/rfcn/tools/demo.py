@@ -335,7 +335,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train and evaluate a small R-FCN on synthetic shapes, on CPU",
         description=(
             "Generate a synthetic shapes dataset, train an R-FCN on a half-width ResNet-18 from "
-            "scratch on it (7 to 13 min on 2 CPU cores), evaluate on the held-out split and write "
+            "scratch on it (about 5 min on 2 CPU cores), evaluate on the held-out split and write "
             "metrics.json, detections.png, score_maps.png, loss.png (and, with "
             "model.deformable_psroi, deformable_parts.png) and the checkpoint."
         ),
