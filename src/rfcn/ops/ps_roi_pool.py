@@ -272,6 +272,11 @@ def _summed_area_table(features: Tensor, k: int) -> Tensor:
     """
     if features.requires_grad and torch.is_grad_enabled() and _eager():
         return _SummedAreaTable.apply(features, k)
+    return _prefix_sums(features, k)
+
+
+def _prefix_sums(features: Tensor, k: int) -> Tensor:
+    """The plain operations of :func:`_summed_area_table` (autograd can differentiate them)."""
     bin_major = _bin_major(features, k)
     batch, height, width, bins, num_classes = bin_major.shape
     table = bin_major.new_zeros(
@@ -290,7 +295,7 @@ class _SummedAreaTable(torch.autograd.Function):
 
     @staticmethod
     def forward(features: Tensor, k: int) -> Tensor:  # type: ignore[override]
-        return _summed_area_table(features, k)
+        return _prefix_sums(features, k)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
