@@ -156,7 +156,9 @@ class TrainConfig:
     lr_gamma: float = 0.1
     warmup_iters: int = 500
     warmup_factor: float = 0.001
-    amp: str = "none"  # "none", "bf16" or "fp16" (CUDA)
+    # autocast of the training forward pass: "none" (float32), "bf16", "fp16" (CUDA) or "auto"
+    # (bf16 where the device runs it natively: CUDA, CPUs with AVX512-BF16 or AMX; else none)
+    amp: str = "none"
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     checkpoint_every: int = 2000
@@ -358,7 +360,7 @@ _CHOICES = {
     "data.format": ("voc", "coco", "synthetic"),
     "train.mode": ("end_to_end", "alternating"),
     "train.lr_schedule": ("step", "cosine"),
-    "train.amp": ("none", "bf16", "fp16"),
+    "train.amp": ("none", "bf16", "fp16", "auto"),
     "eval.metric": ("voc07", "voc", "coco"),
 }
 

@@ -7,6 +7,7 @@ import torch
 from engine_fixtures import LOSS_KEYS, deterministic
 
 from rfcn.config import Config
+from rfcn.engine import stage_run, trainer
 from rfcn.engine.checkpoint import load_checkpoint, load_model
 from rfcn.engine.stage_run import IterationEnd
 from rfcn.engine.trainer import train
@@ -88,8 +89,8 @@ def test_folder_with_a_run_needs_resume(make_config: Callable, tmp_path: Path) -
 
 
 def test_config_errors(make_config: Callable, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="needs CUDA"):
-        train(make_config(train={"amp": "bf16"}), tmp_path, progress=False)
+    with pytest.raises(UserError, match="fp16 mixed precision needs CUDA"):
+        train(make_config(train={"amp": "fp16"}), tmp_path, progress=False)
     wrong_count = make_config(data={"class_names": ["red", "blue"]}, model={"num_classes": 3})
     with pytest.raises(UserError, match=r"data\.class_names lists 2 classes"):
         train(wrong_count, tmp_path, progress=False)
@@ -174,3 +175,44 @@ def test_offset_lr_factor_scales_the_offset_convs(make_config: Callable, tmp_pat
     final = load_checkpoint(train(cfg, tmp_path, progress=False).checkpoint)["model"]
     assert not final["head.cls_offset_conv.weight"].any()  # lr 0: still the zero init
     assert final["head.cls_conv.bias"].any()
+
+
+@pytest.mark.parametrize(
+    ("amp", "native_bf16", "expected"),
+    [
+        ("auto", True, torch.bfloat16),
+        ("auto", False, None),
+        ("bf16", False, torch.bfloat16),
+        ("none", True, None),
+        ("fp16", True, torch.float16),
+    ],
+)
+def test_autocast_dtype(
+    amp: str, native_bf16: bool, expected: torch.dtype | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stage_run, "bf16_is_fast", lambda device: native_bf16)
+    assert stage_run.autocast_dtype(amp, torch.device("cpu")) is expected
+
+
+def test_bf16_training_on_the_cpu(
+    make_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train.amp=bf16`` runs the convolutions of a CPU training step in bf16 (warning where
+    the CPU emulates it) and keeps the weights in float32."""
+    conv_dtypes: list[torch.dtype] = []
+
+    def watch_the_head(event: IterationEnd) -> None:
+        if event.iteration == 1:
+            event.model.head.cls_conv.register_forward_hook(
+                lambda module, inputs, output: conv_dtypes.append(output.dtype)
+            )
+
+    monkeypatch.setattr(trainer, "bf16_is_fast", lambda device: False)
+    with pytest.warns(UserWarning, match="emulated and slower than float32"):
+        result = train(
+            make_config(train={"amp": "bf16"}), tmp_path, progress=False, callbacks=[watch_the_head]
+        )
+    assert conv_dtypes and set(conv_dtypes) == {torch.bfloat16}
+    weights = load_checkpoint(result.checkpoint)["model"]
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in result.history)

@@ -37,6 +37,35 @@ def test_forward_shapes_and_box_slots():
     assert box_slot_of_label(labels, "agnostic").tolist() == [0, 0, 0]
 
 
+@pytest.mark.parametrize("box_mode", ["agnostic", "agnostic8", "class"])
+@pytest.mark.parametrize("ps_roi_mode", ["pool", "align"])
+def test_forward_pools_each_map_as_alone(box_mode, ps_roi_mode):
+    """The class and box maps pooled in one call give what pooling each alone gives, forward and
+    backward (``forward`` concatenates them; the reference here does not)."""
+    torch.manual_seed(0)
+    head = RFCNHead(
+        16, 8, num_classes=3, k=3, box_mode=box_mode, spatial_scale=1 / 16,
+        ps_roi_mode=ps_roi_mode,
+    ).double()  # fmt: skip
+    conv5 = torch.randn(2, 16, 6, 7, dtype=torch.float64)
+    rois = torch.tensor(
+        [[0.0, 3.0, 7.0, 60.0, 90.0], [1.0, 20.0, 5.0, 100.0, 70.0], [1.0, 0.0, 0.0, 111.0, 95.0]],
+        dtype=torch.float64,
+    )
+    logits, deltas = head(conv5, rois)
+    ((logits * 3).sum() + deltas.square().sum()).backward()
+    together = [p.grad.clone() for p in head.parameters()]
+    head.zero_grad()
+    maps = head.score_maps(conv5)
+    alone_logits = head.vote(maps.cls, rois)
+    alone_deltas = head.vote(maps.box, rois).view(-1, head.num_box_slots, 4)
+    ((alone_logits * 3).sum() + alone_deltas.square().sum()).backward()
+    torch.testing.assert_close(logits, alone_logits, rtol=0, atol=1e-12)
+    torch.testing.assert_close(deltas, alone_deltas, rtol=0, atol=1e-12)
+    for grad, parameter in zip(together, head.parameters(), strict=True):
+        torch.testing.assert_close(grad, parameter.grad, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("init", ["gaussian", "scaled"])
 def test_initialisation(init):
     torch.manual_seed(0)

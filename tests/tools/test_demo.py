@@ -74,6 +74,8 @@ def test_quick_demo_writes_metrics_and_pictures(
     assert metrics["coco"]["AP"] == metrics["coco_AP"]
     assert metrics["iterations"] == 4 and metrics["train_seconds"] > 0
     assert metrics["machine"]["torch_threads"] == 1
+    # the demo's train.amp "auto": bf16 autocast only where the CPU runs it natively
+    assert metrics["train_autocast"] == ("bfloat16" if metrics["machine"]["fast_bf16"] else "none")
     assert Path(metrics["checkpoint"]).is_file()
     for name in ("detections.png", "score_maps.png", "loss.png"):
         with Image.open(out / name) as picture:

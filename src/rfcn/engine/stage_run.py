@@ -30,6 +30,7 @@ from rfcn.engine.rng import capture_rng_state, restore_rng_state, seed_everythin
 from rfcn.engine.stages import Stage, configure_stage, set_train_mode
 from rfcn.engine.validation import BEST_CHECKPOINT, Validator
 from rfcn.errors import UserError
+from rfcn.inference.fast_path import bf16_is_fast
 from rfcn.modeling.rfcn import RFCN, build_model
 
 LAST_CHECKPOINT = "last.pt"
@@ -283,9 +284,21 @@ class StageRun:
         return self.model
 
 
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``train.amp`` means on ``device``, None for float32 throughout.
+
+    "auto" is bf16 where ``device`` runs bf16 convolutions natively (CUDA; CPUs with
+    AVX512-BF16 or AMX), else float32: elsewhere bf16 is emulated and slower than float32.
+    """
+    if amp == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+
 def _autocast(amp: str, device: torch.device) -> torch.autocast:
-    """bf16/fp16 autocast on CUDA; a disabled context otherwise (the trainer checked ``amp``)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    """Autocast to :func:`autocast_dtype`'s dtype; a disabled context for float32 (the trainer
+    checked that ``amp`` fits the device)."""
+    dtype = autocast_dtype(amp, device)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 

@@ -61,6 +61,7 @@ from rfcn.engine.validation import Validator
 from rfcn.errors import UserError
 from rfcn.evaluation.plots import validation_figure
 from rfcn.files import write_image
+from rfcn.inference.fast_path import bf16_is_fast
 
 FINAL_CHECKPOINT = "model_final.pt"
 VALIDATION_FIGURE = "val_curve.png"
@@ -92,15 +93,12 @@ def train(
     logs and writes files.
 
     Raises:
-        UserError: bad data or config, ``amp`` other than "none" on CPU, a folder that holds a
+        UserError: bad data or config, ``amp`` fp16 off CUDA, a folder that holds a
             run without ``resume`` (or no run with it), a diverged loss.
     """
     started = time.perf_counter()
     device = resolve_device(cfg.train.device)
-    if cfg.train.amp != "none" and device.type != "cuda":
-        raise UserError(
-            "train.amp", f"{cfg.train.amp} mixed precision needs CUDA; use none on {device}"
-        )
+    _check_precision(cfg.train.amp, device)
     created_group = init_distributed(device)
     try:
         checkpoint, history, best = _train(
@@ -110,6 +108,21 @@ def train(
         if created_group:
             shutdown_distributed()
     return TrainResult(checkpoint, history, time.perf_counter() - started, best)
+
+
+def _check_precision(amp: str, device: torch.device) -> None:
+    """UserError for fp16 off CUDA; a warning for bf16 where it is emulated (slower than
+    float32; "auto" picks float32 there)."""
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError(
+            "train.amp", f"fp16 mixed precision needs CUDA; use bf16 or none on {device}"
+        )
+    if amp == "bf16" and not bf16_is_fast(device) and is_main_process():
+        warnings.warn(
+            f"train.amp=bf16: {device} has no native bf16 (AVX512-BF16 or AMX), so it is "
+            "emulated and slower than float32; auto would train in float32 here",
+            stacklevel=3,
+        )
 
 
 def _train(

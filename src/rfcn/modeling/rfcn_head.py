@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from rfcn.modeling.deformable_conv import OffsetConv2d
@@ -170,6 +171,14 @@ class RFCNHead(nn.Module):
         network-input pixels -> class logits ``(K, C + 1)``, box deltas ``(K, M, 4)``.
         """
         maps = self.score_maps(conv5)
-        class_logits = self.vote(maps.cls, rois, maps.cls_offsets)
-        box_deltas = self.vote(maps.box, rois, maps.box_offsets).view(-1, self.num_box_slots, 4)
-        return class_logits, box_deltas
+        if self.deformable:
+            class_logits = self.vote(maps.cls, rois, maps.cls_offsets)
+            box_votes = self.vote(maps.box, rois, maps.box_offsets)
+        else:
+            # Both maps are class-major, so their concatenation is one (C + 1 + 4M)-class map:
+            # one pooling call computes every RoI's bins once for both (the same sums).
+            votes = self.vote(torch.cat((maps.cls, maps.box), dim=1), rois)
+            class_logits, box_votes = votes.split(
+                (self.num_classes + 1, 4 * self.num_box_slots), dim=1
+            )
+        return class_logits, box_votes.reshape(-1, self.num_box_slots, 4)

@@ -33,7 +33,9 @@ from rfcn.data.build import build_dataset
 from rfcn.data.dataset import DetectionDataset
 from rfcn.data.writers import COCO_JSON
 from rfcn.engine.checkpoint import load_model
+from rfcn.engine.distributed import resolve_device
 from rfcn.engine.logging import read_metrics
+from rfcn.engine.stage_run import autocast_dtype
 from rfcn.engine.trainer import train
 from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
@@ -132,7 +134,9 @@ def train_and_evaluate(
     ground_truth_source(cfg)  # generates synthetic data
     data_seconds = time.perf_counter() - started
     result = train(cfg, out, resume=resume, progress=progress)
+    autocast = autocast_dtype(cfg.train.amp, resolve_device(cfg.train.device))
     training = {
+        "train_autocast": "none" if autocast is None else str(autocast).removeprefix("torch."),
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(result.seconds, 1),
         "train_seconds_per_iteration": round(result.seconds / cfg.train.iterations, 3),
