@@ -76,6 +76,20 @@ def test_align_pooling_feeds_roi_align_samples_to_conv5() -> None:
         assert not torch.allclose(head(features, rois)[0], expected)
 
 
+@pytest.mark.parametrize("pooling", ["pool", "align"])
+def test_pools_bf16_features_at_float32_rois(pooling: str) -> None:
+    """Under bf16 autocast (``train.amp``) conv4 arrives in bf16 and the RoIs in float32: the
+    head pools the features at the RoIs' dtype, as it pools float32 features."""
+    _, _, head = _head(num_classes=2)
+    head.pooling = pooling
+    features = torch.randn(1, 256, 12, 12).bfloat16()
+    rois = torch.tensor([[0.0, 10.5, 12.0, 150.0, 97.25]])
+    with torch.no_grad():
+        logits, _ = head(features, rois)
+        expected, _ = head(features.float(), rois)
+    torch.testing.assert_close(logits, expected)
+
+
 def _tiny_pair() -> tuple:
     cfg = ModelConfig(
         backbone="resnet18",

@@ -88,11 +88,14 @@ class C4Head(nn.Module):
 
     def forward(self, conv4: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
         """``conv4 (B, C4, h, w)``, ``rois (K, 5)`` -> logits ``(K, C+1)``, deltas ``(K, M, 4)``."""
+        # torchvision's CPU kernels take one dtype; under bf16 autocast conv4 is bf16, while the
+        # RoIs keep theirs (bf16 would round a 300-px coordinate to a multiple of 2).
+        features = conv4.to(rois.dtype)
         if self.pooling == "pool":
-            pooled = roi_pool(conv4, rois, POOL_SIZE, 1.0 / CONV4_STRIDE)  # (K, C4, 14, 14)
+            pooled = roi_pool(features, rois, POOL_SIZE, 1.0 / CONV4_STRIDE)  # (K, C4, 14, 14)
         else:
             pooled = roi_align(
-                conv4, rois, POOL_SIZE, 1.0 / CONV4_STRIDE, self.sampling_ratio, aligned=True
+                features, rois, POOL_SIZE, 1.0 / CONV4_STRIDE, self.sampling_ratio, aligned=True
             )
         per_roi = self.conv5(pooled)  # (K, C5, 7, 7)
         vectors = per_roi.mean(dim=(2, 3))  # (K, C5)
