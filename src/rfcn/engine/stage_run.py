@@ -116,7 +116,9 @@ class StageRun:
         self.model.to(device)
         self.optimizer = build_optimizer(self.trainable, cfg.train, self.model.offset_parameters())
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+        # Resolved once: "auto" asks the hardware, which does not change between iterations.
+        self.autocast = autocast_dtype(cfg.train.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast is torch.float16)
         self.done = 0
         if state is not None:
             self._restore(state)
@@ -186,7 +188,7 @@ class StageRun:
         """One SGD iteration; returns the total loss, the losses and the lr it used."""
         cfg, device = self.context.cfg, self.context.device
         images, targets = _to_device(next(self.batches), device)
-        with _autocast(cfg.train.amp, device):
+        with torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None):
             proposals = None
             if self.proposer is not None:
                 proposals = self.proposer.propose(images, cfg.model.rpn_post_nms_train)
@@ -293,13 +295,6 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         return torch.bfloat16 if bf16_is_fast(device) else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-
-def _autocast(amp: str, device: torch.device) -> torch.autocast:
-    """Autocast to :func:`autocast_dtype`'s dtype; a disabled context for float32 (the trainer
-    checked that ``amp`` fits the device)."""
-    dtype = autocast_dtype(amp, device)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _to_device(
