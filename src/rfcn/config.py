@@ -159,6 +159,10 @@ class TrainConfig:
     # autocast of the training forward pass: "none" (float32), "bf16", "fp16" (CUDA) or "auto"
     # (bf16 where the device runs it natively: CUDA, CPUs with AVX512-BF16 or AMX; else none)
     amp: str = "none"
+    # layout of the model's 4-D tensors in training: "contiguous" (NCHW), "channels_last"
+    # (NHWC) or "auto" (channels_last under bf16 autocast, where oneDNN and cuDNN run bf16
+    # convolutions fastest in NHWC; contiguous in float32, where NHWC gained nothing on the CPU)
+    memory_format: str = "auto"
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     checkpoint_every: int = 2000
@@ -361,6 +365,7 @@ _CHOICES = {
     "train.mode": ("end_to_end", "alternating"),
     "train.lr_schedule": ("step", "cosine"),
     "train.amp": ("none", "bf16", "fp16", "auto"),
+    "train.memory_format": ("auto", "channels_last", "contiguous"),
     "eval.metric": ("voc07", "voc", "coco"),
 }
 

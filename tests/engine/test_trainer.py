@@ -6,7 +6,7 @@ import pytest
 import torch
 from engine_fixtures import LOSS_KEYS, deterministic
 
-from rfcn.config import Config
+from rfcn.config import Config, TrainConfig
 from rfcn.engine import stage_run, trainer
 from rfcn.engine.checkpoint import load_checkpoint, load_model
 from rfcn.engine.stage_run import IterationEnd
@@ -194,18 +194,39 @@ def test_autocast_dtype(
     assert stage_run.autocast_dtype(amp, torch.device("cpu")) is expected
 
 
+@pytest.mark.parametrize(
+    ("memory_format", "autocast", "expected"),
+    [
+        ("auto", torch.bfloat16, torch.channels_last),
+        ("auto", None, torch.contiguous_format),
+        ("auto", torch.float16, torch.contiguous_format),
+        ("channels_last", None, torch.channels_last),
+        ("contiguous", torch.bfloat16, torch.contiguous_format),
+    ],
+)
+def test_training_memory_format(
+    memory_format: str, autocast: torch.dtype | None, expected: torch.memory_format
+) -> None:
+    train_cfg = TrainConfig(memory_format=memory_format)
+    assert stage_run.training_memory_format(train_cfg, autocast) is expected
+
+
 def test_bf16_training_on_the_cpu(
     make_config: Callable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``train.amp=bf16`` runs the convolutions of a CPU training step in bf16 (warning where
-    the CPU emulates it) and keeps the weights in float32."""
+    the CPU emulates it) and in channels_last (``train.memory_format=auto``), and saves the
+    weights in float32, contiguous."""
     conv_dtypes: list[torch.dtype] = []
+    weights_channels_last: list[bool] = []
 
     def watch_the_head(event: IterationEnd) -> None:
         if event.iteration == 1:
             event.model.head.cls_conv.register_forward_hook(
                 lambda module, inputs, output: conv_dtypes.append(output.dtype)
             )
+            weight = event.model.backbone.trunk[0].weight
+            weights_channels_last.append(weight.is_contiguous(memory_format=torch.channels_last))
 
     monkeypatch.setattr(trainer, "bf16_is_fast", lambda device: False)
     with pytest.warns(UserWarning, match="emulated and slower than float32"):
@@ -215,4 +236,6 @@ def test_bf16_training_on_the_cpu(
     assert conv_dtypes and set(conv_dtypes) == {torch.bfloat16}
     weights = load_checkpoint(result.checkpoint)["model"]
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
+    assert weights_channels_last == [True]
+    assert all(value.is_contiguous() for value in weights.values())
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in result.history)

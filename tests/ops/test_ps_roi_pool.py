@@ -259,11 +259,20 @@ def test_no_rois_gives_empty_output(mode: str) -> None:
 
 
 def test_accepts_channels_last_and_strided_features(mode: str) -> None:
+    """Maps in any layout pool and back-propagate alike (training in channels_last feeds the
+    pooling NHWC maps: ``train.memory_format``)."""
     features = torch.randn(2, 36, 7, 10, generator=torch.Generator().manual_seed(8))
     rois = mixed_rois(7, 10, 4).float()
-    expected = ps_roi_pool(features, rois, 3, 0.25, mode)
-    channels_last = features.contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(ps_roi_pool(channels_last, rois, 3, 0.25, mode), expected)
+    upstream = torch.randn(len(rois), 4, 3, 3, generator=torch.Generator().manual_seed(9))
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        maps = features.clone(memory_format=layout).requires_grad_(True)
+        pooled = ps_roi_pool(maps, rois, 3, 0.25, mode)
+        (pooled * upstream).sum().backward()
+        results.append((pooled.detach(), maps.grad))
+    (expected, expected_grad), (channels_last, channels_last_grad) = results
+    torch.testing.assert_close(channels_last, expected)
+    torch.testing.assert_close(channels_last_grad, expected_grad)
     padded = torch.zeros(2, 36, 7, 13)
     padded[..., 1:11] = features
     torch.testing.assert_close(ps_roi_pool(padded[..., 1:11], rois, 3, 0.25, mode), expected)

@@ -164,10 +164,14 @@ def load_model(
 
 
 def model_state(model: nn.Module, cfg: Config, class_names: list[str]) -> dict[str, Any]:
-    """The part of a checkpoint every consumer needs: weights, config and class names."""
+    """The part of a checkpoint every consumer needs: weights, config and class names.
+
+    The weights are saved contiguous whatever layout the model trained in
+    (``train.memory_format``), so that every checkpoint holds the same layout.
+    """
     return {
         "format_version": FORMAT_VERSION,
-        "model": model.state_dict(),
+        "model": {name: value.contiguous() for name, value in model.state_dict().items()},
         "config": config_to_dict(cfg),
         "class_names": list(class_names),
     }
