@@ -73,6 +73,7 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
             "model.deformable_psroi: is a setting of the R-FCN head",
         ),
         ("train:\n  lr_schedule: linear\n", "train.lr_schedule: 'linear' is not one of"),
+        ("train:\n  memory_format: nhwc\n", "train.memory_format: 'nhwc' is not one of"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:
