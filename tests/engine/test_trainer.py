@@ -6,7 +6,7 @@ import pytest
 import torch
 from engine_fixtures import LOSS_KEYS, deterministic
 
-from rfcn.config import Config, TrainConfig
+from rfcn.config import Config
 from rfcn.engine import stage_run, trainer
 from rfcn.engine.checkpoint import load_checkpoint, load_model
 from rfcn.engine.stage_run import IterationEnd
@@ -207,8 +207,7 @@ def test_autocast_dtype(
 def test_training_memory_format(
     memory_format: str, autocast: torch.dtype | None, expected: torch.memory_format
 ) -> None:
-    train_cfg = TrainConfig(memory_format=memory_format)
-    assert stage_run.training_memory_format(train_cfg, autocast) is expected
+    assert stage_run.training_memory_format(memory_format, autocast) is expected
 
 
 def test_bf16_training_on_the_cpu(
