@@ -163,6 +163,10 @@ class TrainConfig:
     # (NHWC) or "auto" (channels_last under bf16 autocast, 0.91x an iteration on an AVX512-BF16
     # CPU; contiguous in float32, where NHWC was slower on the same CPU)
     memory_format: str = "auto"
+    # Deliver an exponential moving average of the weights (rfcn.engine.weight_average) with
+    # this decay (~1 / (1 - decay) iterations averaged): model_final.pt, model_best.pt, the
+    # stage files and validation use it; last.pt keeps the trained weights too. 0: off (paper)
+    ema_decay: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     checkpoint_every: int = 2000
@@ -410,6 +414,10 @@ def validate(cfg: Config) -> None:
     if cfg.model.head == "c4" and cfg.model.deformable_psroi:
         raise UserError(
             "model.deformable_psroi", "is a setting of the R-FCN head, not of model.head=c4"
+        )
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise UserError(
+            "train.ema_decay", f"must lie in [0, 1) (0: off), got {cfg.train.ema_decay}"
         )
     if cfg.train.offset_lr_factor < 0:
         raise UserError("train.offset_lr_factor", f"must be >= 0, got {cfg.train.offset_lr_factor}")

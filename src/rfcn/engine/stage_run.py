@@ -29,6 +29,7 @@ from rfcn.engine.optim import build_optimizer, build_scheduler
 from rfcn.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from rfcn.engine.stages import Stage, configure_stage, set_train_mode
 from rfcn.engine.validation import BEST_CHECKPOINT, Validator
+from rfcn.engine.weight_average import WeightAverage
 from rfcn.errors import UserError
 from rfcn.inference.fast_path import bf16_is_fast
 from rfcn.modeling.rfcn import RFCN, build_model
@@ -118,6 +119,9 @@ class StageRun:
         self.model.to(
             device, memory_format=training_memory_format(cfg.train.memory_format, self.autocast)
         )
+        self.average = None
+        if cfg.train.ema_decay > 0:
+            self.average = WeightAverage(self.model, cfg.train.ema_decay)
         self.optimizer = build_optimizer(self.trainable, cfg.train, self.model.offset_parameters())
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast is torch.float16)
@@ -159,22 +163,38 @@ class StageRun:
         if state["grad_scaler"] is not None:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.done = min(state["iteration"], self.total)
+        # A state saved without an average (train.ema_decay was 0) starts one from its weights.
+        if self.average is not None and state.get("weight_average") is not None:
+            path = self.context.output_dir / LAST_CHECKPOINT
+            self.average.load_state_dict(state["weight_average"], path)
         if self.validator is not None:
             self.validator.best = state.get("best_validation")
 
-    def weights_state(self) -> dict[str, Any]:
-        """Weights, config and class names, with this stage's name and iteration."""
+    @property
+    def delivered_model(self) -> nn.Module:
+        """The model this stage delivers and validates: the weight average with
+        ``train.ema_decay``, else the trained model."""
+        return self.model if self.average is None else self.average.model
+
+    def _state_of(self, model: nn.Module) -> dict[str, Any]:
         cfg = self.context.cfg
         return {
-            **model_state(self.model, cfg, cfg.data.class_names),
+            **model_state(model, cfg, cfg.data.class_names),
             "stage": self.stage.name,
             "iteration": self.done,
         }
 
+    def weights_state(self) -> dict[str, Any]:
+        """The delivered weights, config and class names, with this stage's name and
+        iteration."""
+        return self._state_of(self.delivered_model)
+
     def training_state(self) -> dict[str, Any]:
-        """Everything an exact resume needs (the RNG states as after the last iteration)."""
+        """Everything an exact resume needs (the RNG states as after the last iteration): the
+        trained weights, and the weight average's state beside them."""
         return {
-            **self.weights_state(),
+            **self._state_of(self.model),
+            "weight_average": None if self.average is None else self.average.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -211,6 +231,8 @@ class StageRun:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update()
         self.done += 1
         self.rng = capture_rng_state()
         return loss.detach(), {name: value.detach() for name, value in losses.items()}, lr
@@ -219,7 +241,7 @@ class StageRun:
         """Score the model on the validation split (every process its shard); rank 0 logs the
         score and saves the weights as ``model_best.pt`` when they score best so far."""
         started = time.perf_counter()
-        metrics = validator.evaluate(self.model)
+        metrics = validator.evaluate(self.delivered_model)
         if metrics is None:  # not rank 0
             return
         iteration = self.offset + self.done
@@ -242,7 +264,7 @@ class StageRun:
 
     def run(self) -> nn.Module:
         """Train the remaining iterations; save ``last.pt`` periodically, at the end and on
-        Ctrl-C (then re-raise); returns the trained model."""
+        Ctrl-C (then re-raise); returns the delivered model."""
         cfg, context = self.context.cfg, self.context
         log = TrainingLog(
             context.output_dir,
@@ -285,7 +307,7 @@ class StageRun:
             path = stage_weights_path(context.output_dir, self.stage.name)
             save_checkpoint(path, self.weights_state())
         self._save_training_state()
-        return self.model
+        return self.delivered_model
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
