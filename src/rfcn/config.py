@@ -161,7 +161,7 @@ class TrainConfig:
     amp: str = "none"
     # layout of the model's 4-D tensors in training: "contiguous" (NCHW), "channels_last"
     # (NHWC) or "auto" (channels_last under bf16 autocast, 0.91x an iteration on an AVX512-BF16
-    # CPU; contiguous in float32, where NHWC was slower on the same CPU)
+    # CPU; contiguous in float32, where NHWC was slower on that CPU and 1.17x on an AVX2 one)
     memory_format: str = "auto"
     # Deliver an exponential moving average of the weights (rfcn.engine.weight_average) with
     # this decay (~1 / (1 - decay) iterations averaged): model_final.pt, model_best.pt, the

@@ -64,6 +64,43 @@ def test_resume_continues_exactly(make_config: Callable, tmp_path: Path) -> None
     assert [json.loads(line)["iteration"] for line in logged] == [1, 2, 3, 4, 5, 6]
 
 
+def test_weight_average_is_delivered_and_resumes_exactly(
+    make_config: Callable, tmp_path: Path
+) -> None:
+    """With ``train.ema_decay`` model_final.pt holds the average of the trained weights, the
+    same after a Ctrl-C and a resume; last.pt keeps the trained weights to go on from."""
+    cfg = make_config(train={"ema_decay": 0.4})
+    trained: list[dict[str, torch.Tensor]] = []
+
+    def keep_weights(event: IterationEnd) -> None:
+        trained.append({k: v.clone() for k, v in event.model.state_dict().items()})
+
+    with deterministic():
+        straight = train(cfg, tmp_path / "straight", progress=False)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "resumed", progress=False, callbacks=[_interrupt_at(3, {})])
+        average = load_checkpoint(tmp_path / "resumed" / "last.pt")["weight_average"]["model"]
+        resumed = train(
+            cfg, tmp_path / "resumed", resume=True, progress=False, callbacks=[keep_weights]
+        )
+    for n, weights in enumerate(trained, start=4):
+        decay = min(0.4, (1 + n) / (10 + n))
+        average = {
+            k: decay * v + (1 - decay) * weights[k] if v.is_floating_point() else weights[k]
+            for k, v in average.items()
+        }
+    delivered = load_checkpoint(resumed.checkpoint)["model"]
+    for name, value in average.items():
+        assert torch.allclose(delivered[name], value, atol=1e-6), name
+    for name, value in load_checkpoint(straight.checkpoint)["model"].items():
+        assert torch.equal(delivered[name], value), name
+    last = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert last["weight_average"]["updates"] == 6
+    for name, value in trained[-1].items():
+        assert torch.equal(last["model"][name], value), name
+    assert not torch.equal(delivered["head.cls_conv.weight"], trained[-1]["head.cls_conv.weight"])
+
+
 def test_ctrl_c_saves_the_interrupted_state(make_config: Callable, tmp_path: Path) -> None:
     seen: dict = {}
     with pytest.raises(KeyboardInterrupt):
@@ -218,6 +255,7 @@ def test_bf16_training_on_the_cpu(
     weights in float32, contiguous."""
     conv_dtypes: list[torch.dtype] = []
     weights_channels_last: list[bool] = []
+    grads_as_weights: list[bool] = []
 
     def watch_the_head(event: IterationEnd) -> None:
         if event.iteration == 1:
@@ -226,6 +264,13 @@ def test_bf16_training_on_the_cpu(
             )
             weight = event.model.backbone.trunk[0].weight
             weights_channels_last.append(weight.is_contiguous(memory_format=torch.channels_last))
+            # The fused SGD step pairs a weight and its gradient element by element in memory:
+            # a gradient in another layout than its weight would scramble the update.
+            grads_as_weights.extend(
+                p.grad.stride() == p.stride()
+                for p in event.model.parameters()
+                if p.dim() == 4 and p.grad is not None
+            )
 
     monkeypatch.setattr(trainer, "bf16_is_fast", lambda device: False)
     with pytest.warns(UserWarning, match="emulated and slower than float32"):
@@ -236,5 +281,6 @@ def test_bf16_training_on_the_cpu(
     weights = load_checkpoint(result.checkpoint)["model"]
     assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
     assert weights_channels_last == [True]
+    assert grads_as_weights and all(grads_as_weights)
     assert all(value.is_contiguous() for value in weights.values())
     assert all(torch.isfinite(torch.tensor(e["loss"])) for e in result.history)

@@ -43,7 +43,7 @@ def _fraction(value: object) -> bool:
 
 @pytest.mark.slow
 def test_quick_demo_writes_metrics_and_pictures(
-    tmp_path: Path, recwarn: pytest.WarningsRecorder
+    tmp_path: Path, recwarn: pytest.WarningsRecorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
     flags = ["--out", str(out), "--quick", "--threads", "1", "--no-progress"]
@@ -76,6 +76,8 @@ def test_quick_demo_writes_metrics_and_pictures(
     assert metrics["machine"]["torch_threads"] == 1
     # the demo's train.amp "auto": bf16 autocast only where the CPU runs it natively
     assert metrics["train_autocast"] == ("bfloat16" if metrics["machine"]["fast_bf16"] else "none")
+    precision = "(bfloat16 autocast)" if metrics["machine"]["fast_bf16"] else "(float32: this CPU"
+    assert f"trained 4 iterations {precision}" in capsys.readouterr().out
     assert Path(metrics["checkpoint"]).is_file()
     for name in ("detections.png", "score_maps.png", "loss.png"):
         with Image.open(out / name) as picture:

@@ -4,10 +4,12 @@
 leaves in ``output_dir``:
 
 - ``model_final.pt``: the trained weights, config and class names (:mod:`rfcn.engine.checkpoint`);
-- ``last.pt``: the full training state (weights, optimiser, scheduler, AMP scaler, RNG states,
-  stage and iteration), rewritten atomically every ``train.checkpoint_every`` iterations, at
-  the end of every stage, and on Ctrl-C (then the KeyboardInterrupt goes on, and the CLI exits
-  130); ``resume=True`` continues from it;
+  with ``train.ema_decay`` their moving average (:mod:`rfcn.engine.weight_average`), which is
+  then also what validation scores and ``model_best.pt`` and the stage files hold;
+- ``last.pt``: the full training state (weights, their moving average, optimiser, scheduler,
+  AMP scaler, RNG states, stage and iteration), rewritten atomically every
+  ``train.checkpoint_every`` iterations, at the end of every stage, and on Ctrl-C (then the
+  KeyboardInterrupt goes on, and the CLI exits 130); ``resume=True`` continues from it;
 - ``<stage>.pt`` per step of alternating training; ``config.yaml``, ``metrics.jsonl`` and
   ``tensorboard/`` (:mod:`rfcn.engine.logging`);
 - with ``train.eval_every``: ``model_best.pt``, the weights that scored best on
