@@ -50,3 +50,5 @@ def test_state_round_trip_and_a_state_that_does_not_fit(tmp_path: Path) -> None:
     other = WeightAverage(nn.Linear(3, 4), decay=0.5)
     with pytest.raises(UserError, match=r"last\.pt"):
         other.load_state_dict(average.state_dict(), tmp_path / "last.pt")
+    with pytest.raises(UserError, match=r"last\.pt: its weight_average entry is not a saved"):
+        average.load_state_dict({"model": "random bytes"}, tmp_path / "last.pt")

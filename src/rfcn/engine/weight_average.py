@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rfcn.errors import UserError
 from rfcn.modeling.weights import load_weights
 
 
@@ -59,6 +60,16 @@ class WeightAverage:
         return {"model": weights, "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any], source: Path) -> None:
-        """Restore :meth:`state_dict`'s output; ``source`` names the file in errors."""
+        """Restore :meth:`state_dict`'s output; ``source`` names the file in errors.
+
+        Raises:
+            UserError: ``state`` is not such an output, or its weights do not fit the model.
+        """
+        if not (
+            isinstance(state, dict)
+            and isinstance(state.get("model"), dict)
+            and isinstance(state.get("updates"), int)
+        ):
+            raise UserError(source, "its weight_average entry is not a saved weight average")
         load_weights(self.model, state["model"], source)
-        self.updates = int(state["updates"])
+        self.updates = state["updates"]
