@@ -71,6 +71,7 @@ def test_weight_average_is_delivered_and_resumes_exactly(
     same after a Ctrl-C and a resume; last.pt keeps the trained weights to go on from."""
     cfg = make_config(train={"ema_decay": 0.4})
     trained: list[dict[str, torch.Tensor]] = []
+    later: list[IterationEnd] = []
 
     def keep_weights(event: IterationEnd) -> None:
         trained.append({k: v.clone() for k, v in event.model.state_dict().items()})
@@ -99,6 +100,21 @@ def test_weight_average_is_delivered_and_resumes_exactly(
     for name, value in trained[-1].items():
         assert torch.equal(last["model"][name], value), name
     assert not torch.equal(delivered["head.cls_conv.weight"], trained[-1]["head.cls_conv.weight"])
+
+    # A run trained without an average and resumed with one: the average starts from the
+    # resumed weights (update 1 of the schedule), not from the random initial ones.
+    with deterministic():
+        with pytest.raises(KeyboardInterrupt):
+            interrupt = _interrupt_at(5, {})
+            train(make_config(), tmp_path / "late", progress=False, callbacks=[interrupt])
+        average = load_checkpoint(tmp_path / "late" / "last.pt")["model"]
+        late = train(cfg, tmp_path / "late", resume=True, progress=False, callbacks=[later.append])
+    decay = min(0.4, 2 / 11)
+    weights = later[0].model.state_dict()  # iteration 6, the one update after the resume
+    for name, value in load_checkpoint(late.checkpoint)["model"].items():
+        if value.is_floating_point():
+            expected = decay * average[name] + (1 - decay) * weights[name]
+            assert torch.allclose(value, expected, atol=1e-6), name
 
 
 def test_ctrl_c_saves_the_interrupted_state(make_config: Callable, tmp_path: Path) -> None:

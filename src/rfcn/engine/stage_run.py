@@ -119,15 +119,19 @@ class StageRun:
         self.model.to(
             device, memory_format=training_memory_format(cfg.train.memory_format, self.autocast)
         )
-        self.average = None
-        if cfg.train.ema_decay > 0:
-            self.average = WeightAverage(self.model, cfg.train.ema_decay)
         self.optimizer = build_optimizer(self.trainable, cfg.train, self.model.offset_parameters())
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast is torch.float16)
         self.done = 0
         if state is not None:
             self._restore(state)
+        self.average = None
+        if cfg.train.ema_decay > 0:
+            # From the resumed weights when the saved state has no average (ema_decay was 0).
+            self.average = WeightAverage(self.model, cfg.train.ema_decay)
+            if state is not None and state.get("weight_average") is not None:
+                saved = context.output_dir / LAST_CHECKPOINT
+                self.average.load_state_dict(state["weight_average"], saved)
         self.proposer = None
         if stage.proposals_from is not None:
             # A frozen copy of an earlier stage: its RPN proposes this stage's RoIs.
@@ -163,10 +167,6 @@ class StageRun:
         if state["grad_scaler"] is not None:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.done = min(state["iteration"], self.total)
-        # A state saved without an average (train.ema_decay was 0) starts one from its weights.
-        if self.average is not None and state.get("weight_average") is not None:
-            path = self.context.output_dir / LAST_CHECKPOINT
-            self.average.load_state_dict(state["weight_average"], path)
         if self.validator is not None:
             self.validator.best = state.get("best_validation")
 
