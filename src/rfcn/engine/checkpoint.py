@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from rfcn.config import Config, config_from_dict, config_to_dict, with_test_settings
 from rfcn.errors import UserError, first_line
@@ -163,15 +163,18 @@ def load_model(
     return model.to(device).eval(), cfg, class_names
 
 
-def model_state(model: nn.Module, cfg: Config, class_names: list[str]) -> dict[str, Any]:
-    """The part of a checkpoint every consumer needs: weights, config and class names.
+def saved_weights(model: nn.Module) -> dict[str, Tensor]:
+    """``model``'s state dict as checkpoints hold it: contiguous whatever layout the model
+    trained in (``train.memory_format``), so that every checkpoint holds the same layout."""
+    return {name: value.contiguous() for name, value in model.state_dict().items()}
 
-    The weights are saved contiguous whatever layout the model trained in
-    (``train.memory_format``), so that every checkpoint holds the same layout.
-    """
+
+def model_state(model: nn.Module, cfg: Config, class_names: list[str]) -> dict[str, Any]:
+    """The part of a checkpoint every consumer needs: weights (:func:`saved_weights`), config
+    and class names."""
     return {
         "format_version": FORMAT_VERSION,
-        "model": {name: value.contiguous() for name, value in model.state_dict().items()},
+        "model": saved_weights(model),
         "config": config_to_dict(cfg),
         "class_names": list(class_names),
     }
