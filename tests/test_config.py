@@ -73,6 +73,7 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
             "model.deformable_psroi: is a setting of the R-FCN head",
         ),
         ("train:\n  lr_schedule: linear\n", "train.lr_schedule: 'linear' is not one of"),
+        ("train:\n  optimizer: adam\n", "train.optimizer: 'adam' is not one of sgd, adamw"),
         ("train:\n  memory_format: nhwc\n", "train.memory_format: 'nhwc' is not one of"),
         ("train:\n  ema_decay: 1.0\n", "train.ema_decay: must lie in [0, 1) (0: off), got 1.0"),
     ],

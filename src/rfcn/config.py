@@ -147,6 +147,9 @@ class TrainConfig:
     images_per_batch: int = 8
     base_lr: float = 1e-3
     base_batch: int = 8  # the batch base_lr is given for; lr scales linearly with the batch
+    # "sgd" (the paper) or "adamw" (Loshchilov & Hutter, 2019: Adam with decoupled weight
+    # decay; beta1 = momentum, beta2 = 0.999; weight_decay is then AdamW's decoupled decay)
+    optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     # after the warm-up: "step" (x lr_gamma at each of lr_steps, the paper) or "cosine" (a half
@@ -367,6 +370,7 @@ _CHOICES = {
     "model.deformable_conv5": ("none", "v1", "v2"),
     "data.format": ("voc", "coco", "synthetic"),
     "train.mode": ("end_to_end", "alternating"),
+    "train.optimizer": ("sgd", "adamw"),
     "train.lr_schedule": ("step", "cosine"),
     "train.amp": ("none", "bf16", "fp16", "auto"),
     "train.memory_format": ("auto", "channels_last", "contiguous"),

@@ -152,3 +152,44 @@ def test_fused_update_equals_the_per_parameter_loop() -> None:
             optimizer.step()
     for a, b in zip(fused_params, loop_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def _adamw_by_hand(
+    start: torch.Tensor, grads: list[torch.Tensor], lr: float, beta1: float, wd: float
+) -> torch.Tensor:
+    """AdamW (Loshchilov & Hutter, 2019, Algorithm 2) written out: decoupled decay, then the
+    bias-corrected moment ratio; beta2 0.999 and eps 1e-8 as torch's defaults."""
+    beta2, eps = 0.999, 1e-8
+    param, first, second = start.clone(), torch.zeros_like(start), torch.zeros_like(start)
+    for step, grad in enumerate(grads, start=1):
+        param = param * (1 - lr * wd)
+        first = beta1 * first + (1 - beta1) * grad
+        second = beta2 * second + (1 - beta2) * grad * grad
+        corrected_first = first / (1 - beta1**step)
+        corrected_second = second / (1 - beta2**step)
+        param = param - lr * corrected_first / (corrected_second.sqrt() + eps)
+    return param
+
+
+def test_adamw_follows_the_written_out_update() -> None:
+    generator = torch.Generator().manual_seed(1)
+    start = torch.randn(6, generator=generator)
+    grads = [torch.randn(6, generator=generator) for _ in range(5)]
+    cfg = TrainConfig(
+        optimizer="adamw", base_lr=0.01, base_batch=2, images_per_batch=2, weight_decay=0.05
+    )
+    weight = nn.Parameter(start.clone())
+    optimizer = build_optimizer([weight], cfg)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    for grad in grads:
+        weight.grad = grad.clone()
+        optimizer.step()
+    expected = _adamw_by_hand(start, grads, lr=0.01, beta1=0.9, wd=0.05)
+    torch.testing.assert_close(weight.detach(), expected, rtol=1e-5, atol=1e-6)
+    # The first step is lr * sign(grad) after the decay, whatever the gradient's scale.
+    weight = nn.Parameter(start.clone())
+    optimizer = build_optimizer([weight], cfg)
+    weight.grad = 1000.0 * grads[0]
+    optimizer.step()
+    by_sign = start * (1 - 0.01 * 0.05) - 0.01 * grads[0].sign()
+    torch.testing.assert_close(weight.detach(), by_sign, rtol=1e-5, atol=1e-6)

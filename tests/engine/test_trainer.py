@@ -44,8 +44,9 @@ def test_end_to_end_run_writes_its_folder(make_config: Callable, tmp_path: Path)
     assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 6
 
 
-def test_resume_continues_exactly(make_config: Callable, tmp_path: Path) -> None:
-    cfg = make_config()
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_continues_exactly(make_config: Callable, tmp_path: Path, optimizer: str) -> None:
+    cfg = make_config(train={"optimizer": optimizer})
     with deterministic():
         straight = train(cfg, tmp_path / "straight", progress=False)
         seen: dict = {}
@@ -138,6 +139,10 @@ def test_folder_with_a_run_needs_resume(make_config: Callable, tmp_path: Path) -
         train(cfg, tmp_path, progress=False)
     changed = make_config(train={"iterations": 1}, model={"k": 5})
     with pytest.raises(UserError, match=r"different model\.k"):
+        train(changed, tmp_path, resume=True, progress=False)
+    # SGD's momentum buffers cannot continue as AdamW's moments
+    changed = make_config(train={"iterations": 2, "optimizer": "adamw"})
+    with pytest.raises(UserError, match=r"different train\.optimizer"):
         train(changed, tmp_path, resume=True, progress=False)
 
 

@@ -9,6 +9,11 @@ SGD with momentum 0.9 and weight decay 5e-4; lr 1e-3 for the first 20k and 1e-4 
 - a linear warm-up over ``warmup_iters`` from ``warmup_factor * lr`` to ``lr``, which keeps a
   randomly initialised head from diverging in the first iterations.
 
+``train.optimizer: adamw`` replaces SGD with AdamW (Loshchilov & Hutter, 2019): Adam's
+per-parameter step sizes with the weight decay decoupled from the gradient, ``momentum`` as
+beta1. Off-paper; it is for training from random weights, where it learns much faster than SGD
+(README, "Training from scratch").
+
 ``train.lr_schedule`` picks what follows the warm-up: ``"step"``, the paper's drops by
 ``lr_gamma`` at ``lr_steps``, or ``"cosine"`` (Loshchilov & Hutter, 2017, without restarts), a
 half cosine from the peak lr down to 0 at the end of training; for a short training run it
@@ -81,8 +86,9 @@ def build_optimizer(
     parameters: Iterable[nn.Parameter],
     cfg: TrainConfig,
     offset_parameters: Iterable[nn.Parameter] = (),
-) -> torch.optim.SGD:
-    """SGD over the parameters that require a gradient (see the module note on biases).
+) -> torch.optim.Optimizer:
+    """``train.optimizer`` (SGD or AdamW) over the parameters that require a gradient (see the
+    module note on biases).
 
     Those also in ``offset_parameters`` (the layers that predict deformable offsets) form a
     second parameter group whose lr is ``train.offset_lr_factor`` times the others'; the
@@ -102,12 +108,17 @@ def build_optimizer(
     # One fused kernel for all parameters where torch has it (CPU and CUDA): the same update
     # up to float rounding, in half the time of the per-parameter loop on a 2-core CPU.
     fused = all(p.device.type in ("cpu", "cuda") for p in trainable)
+    groups = [group for group in groups if group["params"]]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(
+            groups,
+            lr=scaled_lr(cfg),
+            betas=(cfg.momentum, 0.999),
+            weight_decay=cfg.weight_decay,
+            fused=fused,
+        )
     return torch.optim.SGD(
-        [group for group in groups if group["params"]],
-        lr=scaled_lr(cfg),
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        fused=fused,
+        groups, lr=scaled_lr(cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused
     )
 
 

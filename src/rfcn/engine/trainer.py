@@ -223,8 +223,12 @@ def _resume_state(cfg: Config, output_dir: Path) -> dict[str, Any]:
     saved = state["config"]
     wanted = config_to_dict(cfg)
     changed = [f"model.{k}" for k in wanted["model"] if saved["model"].get(k) != wanted["model"][k]]
-    if saved["train"]["mode"] != cfg.train.mode:
-        changed.append("train.mode")
+    changed += [
+        f"train.{key}"
+        for key, default in (("mode", None), ("optimizer", "sgd"))
+        # a state saved before train.optimizer existed was trained with SGD
+        if saved["train"].get(key, default) != getattr(cfg.train, key)
+    ]
     if changed:
         raise UserError(path, f"cannot resume with a different {', '.join(changed)}")
     if "optimizer" not in state:
