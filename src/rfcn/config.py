@@ -425,6 +425,13 @@ def validate(cfg: Config) -> None:
         )
     if cfg.train.offset_lr_factor < 0:
         raise UserError("train.offset_lr_factor", f"must be >= 0, got {cfg.train.offset_lr_factor}")
+    if cfg.train.base_lr < 0:
+        raise UserError("train.base_lr", f"must be >= 0, got {cfg.train.base_lr}")
+    if cfg.train.weight_decay < 0:
+        raise UserError("train.weight_decay", f"must be >= 0, got {cfg.train.weight_decay}")
+    # SGD's momentum and AdamW's beta1 alike: 1 or more never forgets a gradient
+    if not 0.0 <= cfg.train.momentum < 1.0:
+        raise UserError("train.momentum", f"must lie in [0, 1), got {cfg.train.momentum}")
     if not 0.0 <= cfg.model.roi_positive_fraction <= 1.0:
         raise UserError("model.roi_positive_fraction", "must lie in [0, 1]")
     object_px = cfg.data.synthetic_object_px
