@@ -54,6 +54,8 @@ def test_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
         ("model:\n  kk: 3\n", "model.kk: unknown config key"),
         ("model:\n  k: three\n", "model.k: expected an integer"),
         ("model:\n  k: 0\n", "model.k: must be positive"),
+        ("model:\n  rpn_channels: 0\n", "model.rpn_channels: must be positive"),
+        ("model:\n  head_channels: -4\n", "model.head_channels: must be positive"),
         ("model:\n  box_mode: diagonal\n", "model.box_mode: 'diagonal' is not one of"),
         ("model:\n  head: fpn\n", "model.head: 'fpn' is not one of rfcn, c4"),
         ("model:\n  ps_roi_sampling_ratio: 0\n", "model.ps_roi_sampling_ratio: must be positive"),

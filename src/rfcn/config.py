@@ -28,6 +28,10 @@ class ModelConfig:
 
     backbone: str = "resnet101"  # resnet18/34/50/101/152
     backbone_width: int = 64  # channels of conv1/res2; another width for resnet18/34 only
+    # channels of res2..res5 (conv2_x..conv5_x); empty: backbone_width x (1, 2, 4, 8) as every
+    # ResNet. Others for resnet18/34 only: à trous conv5 runs at stride 16, so its cost grows as
+    # its width squared, and res2 at stride 4 costs more than res3 and res4 together
+    stage_channels: tuple[int, ...] = ()
     # None: random init; "imagenet": torchvision's weights, downloaded once into the torch hub
     # cache (RFCN_OFFLINE=1: never downloaded); otherwise a path to a torchvision ResNet
     # state-dict file.
@@ -67,6 +71,7 @@ class ModelConfig:
     rpn_post_nms_train: int = 2000
     rpn_pre_nms_test: int = 6000
     rpn_post_nms_test: int = 300
+    rpn_channels: int = 512  # the RPN's 3x3 conv (Faster R-CNN's 512)
     rpn_nms_thresh: float = 0.7
     rpn_min_size: float = 0.0
     rpn_fg_iou: float = 0.7
@@ -389,6 +394,8 @@ def validate(cfg: Config) -> None:
         "model.k": cfg.model.k,
         "model.ps_roi_sampling_ratio": cfg.model.ps_roi_sampling_ratio,
         "model.num_classes": cfg.model.num_classes,
+        "model.rpn_channels": cfg.model.rpn_channels,
+        "model.head_channels": cfg.model.head_channels,
         "model.max_size": cfg.model.max_size,
         "model.deformable_conv5_groups": cfg.model.deformable_conv5_groups,
         "data.synthetic_max_objects": cfg.data.synthetic_max_objects,

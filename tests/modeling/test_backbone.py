@@ -72,13 +72,21 @@ def test_resnet50_atrous_uses_torchvision_dilation():
 
 
 @pytest.mark.parametrize("atrous", [True, False])
-def test_narrow_resnet18_channels_and_strides(atrous):
-    backbone = build_backbone("resnet18", atrous=atrous, frozen_bn=False, width=16).eval()
+@pytest.mark.parametrize(
+    ("stage_channels", "expected"), [((), (16, 32, 64, 128)), ((8, 24, 40, 48), (8, 24, 40, 48))]
+)
+def test_narrow_resnet18_channels_and_strides(atrous, stage_channels, expected):
+    backbone = build_backbone(
+        "resnet18", atrous=atrous, frozen_bn=False, width=16, stage_channels=stage_channels
+    ).eval()
+    trunk_stages = [backbone.trunk[index] for index in (4, 5, 6)]  # layer1..layer3
+    widths = [stage[-1].conv2.out_channels for stage in [*trunk_stages, backbone.conv5]]
+    assert tuple(widths) == expected
     with torch.no_grad():
         conv4, conv5 = backbone(torch.zeros(1, 3, 64, 96))
-    assert (backbone.conv4_channels, backbone.conv5_channels) == (64, 128)
-    assert conv4.shape == (1, 64, 4, 6)
-    assert conv5.shape == (1, 128, 64 // backbone.stride, 96 // backbone.stride)
+    assert (backbone.conv4_channels, backbone.conv5_channels) == expected[2:]
+    assert conv4.shape == (1, expected[2], 4, 6)
+    assert conv5.shape == (1, expected[3], 64 // backbone.stride, 96 // backbone.stride)
 
 
 def test_narrow_builder_at_width_64_is_torchvisions_resnet18():
@@ -88,7 +96,7 @@ def test_narrow_builder_at_width_64_is_torchvisions_resnet18():
 
     ours = {
         k: v.shape
-        for k, v in _narrow_basic_resnet("resnet18", 64, nn.BatchNorm2d).state_dict().items()
+        for k, v in _narrow_basic_resnet("resnet18", 64, (), nn.BatchNorm2d).state_dict().items()
     }
     theirs = {k: v.shape for k, v in resnet18().state_dict().items() if not k.startswith("fc.")}
     assert ours == theirs
@@ -99,3 +107,17 @@ def test_narrow_width_needs_a_basic_block_net_and_no_imagenet_weights():
         build_backbone("resnet50", width=32)
     with pytest.raises(UserError, match="ImageNet"):
         build_backbone("resnet18", pretrained="imagenet", width=32)
+
+
+@pytest.mark.parametrize(
+    ("name", "stage_channels"),
+    [("resnet101", (64, 128, 256, 256)), ("resnet18", (64, 128, 256)), ("resnet18", (8, 8, 8, 0))],
+)
+def test_stage_channels_need_a_basic_block_net_and_four_widths(name, stage_channels):
+    with pytest.raises(UserError, match=r"model\.stage_channels: .* four positive numbers"):
+        build_backbone(name, stage_channels=stage_channels)
+
+
+def test_stage_channels_have_no_imagenet_weights():
+    with pytest.raises(UserError, match="ImageNet"):
+        build_backbone("resnet18", pretrained="imagenet", stage_channels=(64, 128, 256, 256))

@@ -75,9 +75,12 @@ def _dilate_basic_conv5(layer4: nn.Sequential) -> None:
         conv.padding = (2, 2)
 
 
-def _narrow_basic_resnet(name: str, width: int, norm_layer: type[nn.Module]) -> nn.Module:
-    """ResNet-18/34 with ``width`` channels in conv1 and res2 (doubling per stage, as the
-    original's 64) instead of 64: a cheaper trunk for CPU-sized experiments (the demo).
+def _narrow_basic_resnet(
+    name: str, width: int, stage_channels: tuple[int, ...], norm_layer: type[nn.Module]
+) -> nn.Module:
+    """ResNet-18/34 with ``width`` channels in conv1 and ``stage_channels`` in res2..res5
+    (empty: ``width`` doubling per stage, as the original's 64) instead of torchvision's: a
+    cheaper trunk for CPU-sized experiments (the demo).
 
     Built from torchvision's ``BasicBlock``, with the attribute names of ``torchvision.models.
     resnet.ResNet`` (``conv1 bn1 relu maxpool layer1..layer4``) and its initialisation, so the
@@ -89,8 +92,9 @@ def _narrow_basic_resnet(name: str, width: int, norm_layer: type[nn.Module]) -> 
     net.relu = nn.ReLU(inplace=True)
     net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     in_channels = width
+    widths = stage_channels or tuple(width * 2**stage for stage in range(4))
     for stage, blocks in enumerate(_BASIC_STAGES[name]):
-        channels, stride = width * 2**stage, 1 if stage == 0 else 2
+        channels, stride = widths[stage], 1 if stage == 0 else 2
         layer = []
         for index in range(blocks):
             downsample = None
@@ -124,6 +128,7 @@ def build_backbone(
     width: int = TORCHVISION_WIDTH,
     deformable_conv5: str = "none",
     deformable_groups: int = 4,
+    stage_channels: tuple[int, ...] = (),
 ) -> ResNetBackbone:
     """A ResNet backbone.
 
@@ -140,6 +145,8 @@ def build_backbone(
         deformable_conv5: "none", or "v1"/"v2" for deformable 3x3 convs in conv5 (after the
             weights load, which they keep).
         deformable_groups: offset groups of those deformable convs.
+        stage_channels: channels of res2..res5; empty keeps the ResNet's (``width`` doubling
+            per stage). Others are offered for ResNet-18/34 only, without the ImageNet weights.
     """
     if name not in _RESNETS:
         raise UserError("model.backbone", f"unknown backbone {name!r}")
@@ -147,7 +154,13 @@ def build_backbone(
         raise UserError("model.freeze_at", f"must be 0, 1 or 2, got {freeze_at}")
     norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     is_bottleneck = name not in _BASIC_STAGES
-    if width != TORCHVISION_WIDTH:
+    if stage_channels and (is_bottleneck or len(stage_channels) != 4 or min(stage_channels) <= 0):
+        raise UserError(
+            "model.stage_channels",
+            f"{list(stage_channels)} needs resnet18 or resnet34 (got {name}) and four positive "
+            "numbers, res2 to res5; empty keeps the ResNet's own",
+        )
+    if width != TORCHVISION_WIDTH or stage_channels:
         if is_bottleneck or width <= 0:
             raise UserError(
                 "model.backbone_width",
@@ -155,8 +168,9 @@ def build_backbone(
                 f"the other ResNets come only at torchvision's width {TORCHVISION_WIDTH}",
             )
         if pretrained == "imagenet":
-            raise UserError("model.pretrained", f"no ImageNet weights exist at width {width}")
-        net = _narrow_basic_resnet(name, width, norm_layer)
+            shape = f"width {width}, stage channels {list(stage_channels) or 'doubling'}"
+            raise UserError("model.pretrained", f"no ImageNet weights exist at {shape}")
+        net = _narrow_basic_resnet(name, width, stage_channels, norm_layer)
     else:
         dilate = [False, False, atrous and is_bottleneck]
         net = _RESNETS[name][0](

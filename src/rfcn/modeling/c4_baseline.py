@@ -139,6 +139,7 @@ def move_conv5_into_c4_head(
         frozen_bn=cfg.frozen_bn,
         freeze_at=0,
         width=cfg.backbone_width,
+        stage_channels=cfg.stage_channels,
     ).conv5
     plain = conv5.state_dict()
     conv5.load_state_dict({k: v for k, v in backbone.conv5.state_dict().items() if k in plain})

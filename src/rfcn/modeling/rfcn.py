@@ -375,10 +375,11 @@ def build_model(cfg: ModelConfig) -> RFCN:
         cfg.backbone_width,
         cfg.deformable_conv5,
         cfg.deformable_conv5_groups,
+        cfg.stage_channels,
     )
     anchors = AnchorGenerator(cfg.anchor_sizes, cfg.anchor_ratios, backbone.conv4_stride)
     rpn = RegionProposalNetwork(
-        RPNHead(backbone.conv4_channels, anchors.num_anchors),
+        RPNHead(backbone.conv4_channels, anchors.num_anchors, cfg.rpn_channels),
         anchors,
         pre_nms_top_n={"train": cfg.rpn_pre_nms_train, "test": cfg.rpn_pre_nms_test},
         post_nms_top_n={"train": cfg.rpn_post_nms_train, "test": cfg.rpn_post_nms_test},
