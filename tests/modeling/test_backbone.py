@@ -110,11 +110,15 @@ def test_narrow_width_needs_a_basic_block_net_and_no_imagenet_weights():
 
 
 @pytest.mark.parametrize(
-    ("name", "stage_channels"),
-    [("resnet101", (64, 128, 256, 256)), ("resnet18", (64, 128, 256)), ("resnet18", (8, 8, 8, 0))],
+    ("name", "stage_channels", "problem"),
+    [
+        ("resnet101", (64, 128, 256, 256), "needs resnet18 or resnet34, got resnet101"),
+        ("resnet18", (64, 128, 256), "needs four positive numbers"),
+        ("resnet18", (8, 8, 8, 0), "needs four positive numbers"),
+    ],
 )
-def test_stage_channels_need_a_basic_block_net_and_four_widths(name, stage_channels):
-    with pytest.raises(UserError, match=r"model\.stage_channels: .* four positive numbers"):
+def test_stage_channels_need_a_basic_block_net_and_four_widths(name, stage_channels, problem):
+    with pytest.raises(UserError, match=f"model.stage_channels: {problem}"):
         build_backbone(name, stage_channels=stage_channels)
 
 

@@ -154,12 +154,13 @@ def build_backbone(
         raise UserError("model.freeze_at", f"must be 0, 1 or 2, got {freeze_at}")
     norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     is_bottleneck = name not in _BASIC_STAGES
-    if stage_channels and (is_bottleneck or len(stage_channels) != 4 or min(stage_channels) <= 0):
+    if stage_channels and (len(stage_channels) != 4 or min(stage_channels) <= 0):
         raise UserError(
             "model.stage_channels",
-            f"{list(stage_channels)} needs resnet18 or resnet34 (got {name}) and four positive "
-            "numbers, res2 to res5; empty keeps the ResNet's own",
+            f"needs four positive numbers (res2 to res5) or none, got {list(stage_channels)}",
         )
+    if stage_channels and is_bottleneck:
+        raise UserError("model.stage_channels", f"needs resnet18 or resnet34, got {name}")
     if width != TORCHVISION_WIDTH or stage_channels:
         if is_bottleneck or width <= 0:
             raise UserError(
