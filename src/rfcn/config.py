@@ -29,8 +29,8 @@ class ModelConfig:
     backbone: str = "resnet101"  # resnet18/34/50/101/152
     backbone_width: int = 64  # channels of conv1/res2; another width for resnet18/34 only
     # channels of res2..res5 (conv2_x..conv5_x); empty: backbone_width x (1, 2, 4, 8) as every
-    # ResNet. Others for resnet18/34 only: à trous conv5 runs at stride 16, so its cost grows as
-    # its width squared, and res2 at stride 4 costs more than res3 and res4 together
+    # ResNet. Others for resnet18/34 only (the demo's narrower conv5: à trous, it runs at stride
+    # 16, so its cost grows as its width squared)
     stage_channels: tuple[int, ...] = ()
     # None: random init; "imagenet": torchvision's weights, downloaded once into the torch hub
     # cache (RFCN_OFFLINE=1: never downloaded); otherwise a path to a torchvision ResNet

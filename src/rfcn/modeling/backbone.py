@@ -169,8 +169,10 @@ def build_backbone(
                 f"the other ResNets come only at torchvision's width {TORCHVISION_WIDTH}",
             )
         if pretrained == "imagenet":
-            shape = f"width {width}, stage channels {list(stage_channels) or 'doubling'}"
-            raise UserError("model.pretrained", f"no ImageNet weights exist at {shape}")
+            shape = f" and stage channels {list(stage_channels)}" if stage_channels else ""
+            raise UserError(
+                "model.pretrained", f"no ImageNet weights exist at width {width}{shape}"
+            )
         net = _narrow_basic_resnet(name, width, stage_channels, norm_layer)
     else:
         dilate = [False, False, atrous and is_bottleneck]
