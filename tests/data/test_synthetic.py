@@ -168,8 +168,9 @@ def test_voc_and_coco_ground_truth_agree(tmp_path: Path) -> None:
 
 
 def test_default_images_are_the_demos_bit_for_bit() -> None:
-    """The small-object options leave the default drawing alone: these images and objects
-    hash as they did before the options existed (the demo's data must not change)."""
+    """The small-object options and the faster bookkeeping leave the default drawing alone:
+    these images and objects hash as they did before either existed (the demo's data must not
+    change)."""
     digest = hashlib.sha256()
     for split, index in (("train", 0), ("train", 1), ("test", 0), ("test", 7)):
         image, objects = render_image(0, split, index, 256)

@@ -73,6 +73,7 @@ def test_quick_demo_writes_metrics_and_pictures(
     assert all(v is None or _fraction(v) for v in metrics["AP50_per_class"].values())
     assert metrics["coco"]["AP"] == metrics["coco_AP"]
     assert metrics["iterations"] == 4 and metrics["train_seconds"] > 0
+    assert metrics["train_images"] == 6 and metrics["test_images"] == 4  # QUICK_OVERRIDES
     assert metrics["machine"]["torch_threads"] == 1
     # the demo's train.amp "auto": bf16 autocast only where the CPU runs it natively
     assert metrics["train_autocast"] == ("bfloat16" if metrics["machine"]["fast_bf16"] else "none")

@@ -168,8 +168,8 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     """``(size, size, 3)`` float32: a linear gradient, soft blobs and thin lines."""
     start, end = _random_colour(rng), _random_colour(rng)
     angle = rng.uniform(0, 2 * math.pi)
-    ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    t = (xs * math.cos(angle) + ys * math.sin(angle)).astype(np.float32)
+    position = np.arange(size) / max(size - 1, 1)  # the same values a 2-D grid would hold
+    t = (position * math.cos(angle) + position[:, None] * math.sin(angle)).astype(np.float32)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     canvas = Image.fromarray(
         (start + (end - start) * t[..., None]).clip(0, 255).astype(np.uint8), "RGB"
@@ -230,6 +230,7 @@ def render_image(
     background_rng, object_rng, finish_rng = (np.random.default_rng(s) for s in streams)
     canvas = _background(size, background_rng)
     owner = np.full((size, size), -1, dtype=np.int64)  # index of the object on top, per pixel
+    owned = np.zeros(0, dtype=np.int64)  # pixels each object still shows: counts of ``owner``
     areas: list[int] = []
     labels: list[int] = []
     full_boxes: list[tuple[int, int, int, int]] = []
@@ -264,7 +265,7 @@ def render_image(
             covered = alpha > 0.5
             under = owner[region][covered]
             hidden = np.bincount(under[under >= 0], minlength=len(areas))
-            visible = np.bincount(owner[owner >= 0], minlength=len(areas)) - hidden
+            visible = owned - hidden
             if all(visible[j] >= MIN_VISIBLE_FRACTION * areas[j] for j in range(len(areas))):
                 break
         else:
@@ -282,6 +283,7 @@ def render_image(
         canvas[region] = canvas[region] * (1 - alpha[..., None]) + fill * alpha[..., None]
         owner[region][covered] = len(areas)
         areas.append(int(covered.sum()))
+        owned = np.append(visible, areas[-1])
         labels.append(label)
         full_boxes.append((left, top, left + width, top + height))
         colours.append(colour)
@@ -290,12 +292,20 @@ def render_image(
     for _ in range(finish_rng.integers(0, 4)):
         x1, y1, x2, y2 = finish_rng.uniform(0, size, size=4)
         draw.line((x1, y1, x2, y2), fill=tuple(finish_rng.integers(0, 256, 3)), width=1)
-    noisy = np.asarray(finished, dtype=np.float32) + finish_rng.normal(0, 6, (size, size, 3))
-    image = Image.fromarray(noisy.clip(0, 255).astype(np.uint8), "RGB")
+    # In place, in float64 as before: noise + pixels, clipped (the same values, fewer copies).
+    noisy = finish_rng.normal(0, 6, (size, size, 3))
+    noisy += np.asarray(finished)
+    image = Image.fromarray(np.clip(noisy, 0, 255, out=noisy).astype(np.uint8), "RGB")
     objects = []
     for j, (label, full_box) in enumerate(zip(labels, full_boxes, strict=True)):
-        rows, cols = np.nonzero(owner == j)
-        box = (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        left, top, right, bottom = full_box  # every pixel object j shows lies in its full box
+        rows, cols = np.nonzero(owner[top:bottom, left:right] == j)
+        box = (
+            left + int(cols.min()),
+            top + int(rows.min()),
+            left + int(cols.max()) + 1,
+            top + int(rows.max()) + 1,
+        )
         objects.append(SyntheticObject(label, box, full_box, area=len(rows)))
     return image, objects
 

@@ -72,13 +72,14 @@ VALIDATION_FIGURE = "val_curve.png"
 @dataclass
 class TrainResult:
     """``checkpoint``: the final weights; ``history``: the log entries of this call (see
-    :mod:`rfcn.engine.logging`); ``seconds``: wall time of this call; ``best_validation``:
-    ``{"metric", "name", "value", "iteration"}`` of ``model_best.pt`` (rank 0, with
-    ``train.eval_every``), else None."""
+    :mod:`rfcn.engine.logging`); ``seconds``: wall time of this call; ``train_images``: the
+    images of the training splits; ``best_validation``: ``{"metric", "name", "value",
+    "iteration"}`` of ``model_best.pt`` (rank 0, with ``train.eval_every``), else None."""
 
     checkpoint: Path
     history: list[dict[str, Any]]
     seconds: float
+    train_images: int
     best_validation: dict[str, Any] | None = None
 
 
@@ -103,13 +104,13 @@ def train(
     _check_precision(cfg.train.amp, device)
     created_group = init_distributed(device)
     try:
-        checkpoint, history, best = _train(
+        checkpoint, history, best, train_images = _train(
             cfg, Path(output_dir), device, resume, progress, callbacks
         )
     finally:
         if created_group:
             shutdown_distributed()
-    return TrainResult(checkpoint, history, time.perf_counter() - started, best)
+    return TrainResult(checkpoint, history, time.perf_counter() - started, train_images, best)
 
 
 def _check_precision(amp: str, device: torch.device) -> None:
@@ -134,7 +135,7 @@ def _train(
     resume: bool,
     progress: bool,
     callbacks: Sequence[Callback],
-) -> tuple[Path, list[dict[str, Any]], dict[str, Any] | None]:
+) -> tuple[Path, list[dict[str, Any]], dict[str, Any] | None, int]:
     world = get_world_size()
     if cfg.train.images_per_batch % world:
         raise UserError(
@@ -187,7 +188,7 @@ def _train(
             figure = validation_figure(read_metrics(output_dir), validator.name, cfg.eval.metric)
             write_image(output_dir / VALIDATION_FIGURE, figure)
     barrier()
-    return final, context.history, None if validator is None else validator.best
+    return final, context.history, None if validator is None else validator.best, len(dataset)
 
 
 def resolve_classes(cfg: Config, class_names: Sequence[str]) -> Config:

@@ -114,7 +114,12 @@ VARIANTS.update(
         for name, trained in TRAINED_AS.items()
     }
 )
-TRAINING_FIGURES = ("data_seconds", "train_seconds", "train_seconds_per_iteration")
+TRAINING_FIGURES = (
+    "data_seconds",
+    "train_seconds",
+    "train_seconds_per_iteration",
+    "train_images",
+)
 
 
 def train_and_score(cfg: Config, folder: Path, resume: bool, progress: bool) -> dict[str, Any]:

@@ -140,6 +140,7 @@ def train_and_evaluate(
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(result.seconds, 1),
         "train_seconds_per_iteration": round(result.seconds / cfg.train.iterations, 3),
+        "train_images": result.train_images,
     }
     # the whole run's log: a resumed training's history holds only what this call trained
     return evaluate_trained(result.checkpoint, cfg, training, read_metrics(out))
@@ -194,7 +195,6 @@ def evaluate_trained(
         "seed": cfg.train.seed,
         "iterations": cfg.train.iterations,
         "images_per_batch": cfg.train.images_per_batch,
-        "train_images": len(build_dataset(scored_cfg.data, train=True)),
         "test_images": len(test_set),
         "image_size": cfg.data.synthetic_image_size if synthetic else None,
         **training,
