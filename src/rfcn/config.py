@@ -132,6 +132,9 @@ class DataConfig:
     flip: bool = True
     aspect_grouping: bool = True
     workers: int = 2
+    # keep the decoded training images in memory after their first epoch (H * W * 3 bytes
+    # each, in every loader worker): later epochs skip reading and decoding the files
+    cache_images: bool = False
     # synthetic data (rfcn.data.synthetic): sizes and seeds of the generated splits
     synthetic_train_images: int = 600
     synthetic_test_images: int = 150

@@ -146,6 +146,24 @@ def test_training_loader_is_deterministic_across_workers_and_resumes(voc_cfg: Da
     _assert_same(_batches(make(0, start=5), 3), reference[5:])
 
 
+def test_cached_training_images_load_as_read_and_need_no_file_again(voc_cfg: DataConfig) -> None:
+    make = lambda dataset: build_data_loader(  # noqa: E731
+        dataset, 2, True, seed=4, workers=0, aspect_grouping=True
+    )
+    reference = _batches(make(build_dataset(voc_cfg, train=True)), 8)
+    voc_cfg.cache_images = True
+    cached = build_dataset(voc_cfg, train=True)
+    test_set = build_dataset(voc_cfg, train=False)
+    test_set[0]
+    # 16 samples of 6 images: later epochs flip the kept pixels without changing them.
+    _assert_same(_batches(make(cached), 8), reference)
+    for image_file in (Path(voc_cfg.roots[0]) / "JPEGImages").iterdir():
+        image_file.unlink()
+    _assert_same(_batches(make(cached), 8), reference)
+    with pytest.raises(UserError, match=r"v0\.png: image file not found"):
+        test_set[0]  # the test set is read once an evaluation, so it keeps nothing
+
+
 def test_evaluation_loader_is_sequential_without_drop(voc_cfg: DataConfig) -> None:
     dataset = build_dataset(voc_cfg, train=False)
     batches = list(build_data_loader(dataset, 2, False, 0, 0, aspect_grouping=True))

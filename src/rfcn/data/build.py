@@ -32,7 +32,8 @@ from rfcn.errors import UserError
 
 def build_dataset(cfg: DataConfig, train: bool, lenient: bool = False) -> DetectionDataset:
     """The training (flip when ``cfg.flip``, difficult objects only with ``use_difficult``,
-    no crowd boxes) or test (all objects, difficult flagged) set the config describes.
+    no crowd boxes, decoded images kept in memory when ``cache_images``) or test (all
+    objects, difficult flagged) set the config describes.
 
     ``lenient``: the readers leave out bad files, entries and objects with a
     :class:`~rfcn.errors.DataWarning` each instead of raising (``rfcn data`` lists them).
@@ -40,6 +41,14 @@ def build_dataset(cfg: DataConfig, train: bool, lenient: bool = False) -> Detect
     Raises:
         UserError: a missing setting (naming the config key) or bad data (naming the file).
     """
+    dataset = _read_dataset(cfg, train, lenient)
+    if train and cfg.cache_images:
+        dataset.keep_decoded_images()
+    return dataset
+
+
+def _read_dataset(cfg: DataConfig, train: bool, lenient: bool) -> DetectionDataset:
+    """:func:`build_dataset` before the image cache: the reader the format calls for."""
     transform = Compose([RandomHorizontalFlip(0.5)]) if train and cfg.flip else None
     class_names = cfg.class_names or None
     if cfg.format == "coco":

@@ -1,4 +1,5 @@
-"""The detection dataset behind every format: image records in memory, pixels loaded on demand.
+"""The detection dataset behind every format: image records in memory, pixels loaded on demand
+(and, with :meth:`DetectionDataset.keep_decoded_images`, kept once decoded).
 
 Each reader (:mod:`rfcn.data.voc`, :mod:`rfcn.data.coco`) parses its annotation files once into
 :class:`ImageRecord` objects; :class:`DetectionDataset` then serves
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from rfcn.data.images import MAX_IMAGE_PIXELS, load_image
+from rfcn.data.images import MAX_IMAGE_PIXELS, read_rgb_array, rgb_tensor
 from rfcn.errors import DataWarning
 from rfcn.files import printable_path
 from rfcn.ops.boxes import clip_boxes, nonempty_boxes
@@ -104,6 +106,14 @@ class DetectionDataset(Dataset):
         self.class_names = list(class_names)
         self.transform = transform
         self.max_pixels = max_pixels
+        self._decoded: dict[int, np.ndarray] | None = None
+
+    def keep_decoded_images(self) -> None:
+        """From now on keep each image's decoded pixels after its first read, so that later
+        epochs neither read nor decode the file again: ``H * W * 3`` bytes an image (uint8), in
+        every data-loading worker process that reads it (each keeps its own)."""
+        if self._decoded is None:
+            self._decoded = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -123,7 +133,7 @@ class DetectionDataset(Dataset):
     def load(self, index: int, generator: torch.Generator | None) -> tuple[Tensor, Target]:
         """Image ``index`` and its target, augmented with randomness drawn from ``generator``."""
         record = self.records[index]
-        image = load_image(record.path, self.max_pixels)
+        image = rgb_tensor(self._rgb_pixels(index))
         boxes, labels, difficult = record.boxes, record.labels, record.difficult
         height, width = image.shape[-2:]
         if (height, width) != (record.height, record.width):
@@ -145,3 +155,13 @@ class DetectionDataset(Dataset):
         if self.transform is not None:
             image, target = self.transform(image, target, generator)
         return image, target
+
+    def _rgb_pixels(self, index: int) -> np.ndarray:
+        """``(H, W, 3)`` uint8 pixels of image ``index``, from memory when kept."""
+        if self._decoded is None:
+            return read_rgb_array(self.records[index].path, self.max_pixels)
+        pixels = self._decoded.get(index)
+        if pixels is None:
+            pixels = read_rgb_array(self.records[index].path, self.max_pixels)
+            self._decoded[index] = pixels
+        return pixels

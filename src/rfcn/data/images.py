@@ -83,10 +83,14 @@ def load_image(path: PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> Tensor:
 
     See :func:`read_rgb_array` for the conversions and the errors raised.
     """
+    return rgb_tensor(read_rgb_array(path, max_pixels))
+
+
+def rgb_tensor(pixels: np.ndarray) -> Tensor:
+    """``(H, W, 3)`` uint8 RGB array -> ``(3, H, W)`` float32 tensor in 0..1 (a new tensor)."""
     # Imported here so the module stays usable without torch (see the module docstring).
     import torch
 
-    pixels = read_rgb_array(path, max_pixels)  # (H, W, 3) uint8
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255.0)
 
 
