@@ -17,7 +17,7 @@ from ps_roi_reference import (
 from roi_cases import assert_each_channel_feeds_only_its_own_output_and_bin, mixed_rois
 from torch import Tensor
 
-from rfcn.ops import ps_roi_pool
+from rfcn.ops import ps_roi_pool, ps_roi_vote
 from rfcn.ops.ps_roi_pool import PSRoIPool
 
 # `rfcn.ops.ps_roi_pool` is the function (as torchvision.ops); the module, for monkeypatching:
@@ -124,6 +124,28 @@ def test_backward_of_rois_without_gradient_is_skipped_exactly(
     torch.testing.assert_close(skipping, expected, rtol=1e-12, atol=1e-12)
     if with_gradient == 0:
         assert not skipping.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_gradient", [60, 7, 0])
+def test_vote_is_the_mean_of_the_pooled_bins_bit_for_bit(
+    mode: str, dtype: torch.dtype, with_gradient: int
+) -> None:
+    """``ps_roi_vote`` is ``ps_roi_pool(...).mean(dim=(2, 3))`` to the last bit, forward and
+    backward, whichever RoIs carry a gradient (all, a few as with OHEM, none)."""
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(2, 36, 9, 11, generator=generator).to(dtype).requires_grad_()
+    rois = _random_rois(60, generator)
+    upstream = torch.zeros(60, 4, dtype=dtype)
+    rows = torch.randperm(60, generator=generator)[:with_gradient]
+    upstream[rows] = torch.randn(with_gradient, 4, generator=generator).to(dtype)
+    averaged = ps_roi_pool(features, rois, 3, 0.25, mode).mean(dim=(2, 3))
+    voted = ps_roi_vote(features, rois, 3, 0.25, mode)
+    assert torch.equal(voted, averaged)
+    (expected,) = torch.autograd.grad(averaged, features, upstream)
+    (gradient,) = torch.autograd.grad(voted, features, upstream)
+    assert torch.equal(gradient, expected)
+    assert gradient.any() == (with_gradient > 0)
 
 
 def test_pool_equals_original_layer_on_inclusive_boxes() -> None:

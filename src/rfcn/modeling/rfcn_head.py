@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from rfcn.modeling.deformable_conv import OffsetConv2d
-from rfcn.ops import deform_ps_roi_pool, ps_roi_pool
+from rfcn.ops import deform_ps_roi_pool, ps_roi_pool, ps_roi_vote
 
 # Box deltas per RoI and bin, by box mode: class-agnostic (paper text, 4k² channels), the
 # original code's "agnostic" with a background and a foreground slot (8k²), class-specific (4k²C).
@@ -158,12 +158,17 @@ class RFCNHead(nn.Module):
         )
 
     def vote(self, maps: Tensor, rois: Tensor, offset_maps: Tensor | None = None) -> Tensor:
-        """Pool ``maps`` over ``rois (K, 5)`` (:meth:`pool`) and average the k² bins: ``(K, D)``.
+        """Pool ``maps`` over ``rois (K, 5)`` (:meth:`pool`) and average the k² bins: ``(K, D)``
+        (without offsets by :func:`~rfcn.ops.ps_roi_vote`, the same numbers with a faster backward).
 
         Eq. (2) of the paper sums the bins; we average, as the original code's global average
         pooling after the PS-RoI layer: the same up to the constant k², which only rescales the
         logits the layer before learns.
         """
+        if offset_maps is None:
+            return ps_roi_vote(
+                maps, rois, self.k, self.spatial_scale, self.ps_roi_mode, self.sampling_ratio
+            )
         return self.pool(maps, rois, offset_maps).mean(dim=(2, 3))
 
     def forward(self, conv5: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:

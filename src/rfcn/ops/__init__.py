@@ -2,12 +2,12 @@
 deformable form (Deformable ConvNets), deformable convolution.
 
 As in ``torchvision.ops``, the pooling operators import as functions:
-``from rfcn.ops import ps_roi_pool, deform_ps_roi_pool``. Their modules stay reachable as
-``sys.modules["rfcn.ops.ps_roi_pool"]`` (``importlib.import_module``), and ``from
+``from rfcn.ops import ps_roi_pool, ps_roi_vote, deform_ps_roi_pool``. Their modules stay
+reachable as ``sys.modules["rfcn.ops.ps_roi_pool"]`` (``importlib.import_module``), and ``from
 rfcn.ops.ps_roi_pool import ...`` works as before.
 """
 
 from rfcn.ops.deform_ps_roi_pool import deform_ps_roi_pool
-from rfcn.ops.ps_roi_pool import ps_roi_pool
+from rfcn.ops.ps_roi_pool import ps_roi_pool, ps_roi_vote
 
-__all__ = ["deform_ps_roi_pool", "ps_roi_pool"]
+__all__ = ["deform_ps_roi_pool", "ps_roi_pool", "ps_roi_vote"]
