@@ -253,6 +253,7 @@ def render_image(
         if max(width, height) < low:
             width, height = (low, height) if width >= height else (width, low)
         alpha = _shape_alpha(kind, width, height, object_rng)
+        covered = alpha > 0.5
         for _attempt in range(10):
             left, top = _place(
                 object_rng,
@@ -262,7 +263,6 @@ def render_image(
                 None if neighbour is None else full_boxes[neighbour],
             )
             region = (slice(top, top + height), slice(left, left + width))
-            covered = alpha > 0.5
             under = owner[region][covered]
             hidden = np.bincount(under[under >= 0], minlength=len(areas))
             visible = owned - hidden

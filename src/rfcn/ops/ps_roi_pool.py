@@ -186,8 +186,9 @@ def _weighted_rows(table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
     return (values * weights.unsqueeze(-1)).sum(dim=1)
 
 
-def _bins_with_gradient(grad: Tensor) -> Tensor:
-    """``(N',)`` indices of the rows of an ``(N, D)`` output gradient that are not all zero.
+def _rows_with_gradient(grad: Tensor) -> Tensor:
+    """``(N',)`` indices of the rows of an ``(N, D)`` output gradient (one row a bin, or one a
+    RoI's vote) that are not all zero.
 
     With OHEM (paper §2) the loss reads only the B selected of the N pooled RoIs, so every bin
     of the others has an exactly zero gradient and its backward work can be skipped without
@@ -213,7 +214,7 @@ class _WeightedRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         index, weights = ctx.saved_tensors
-        bins = _bins_with_gradient(grad)
+        bins = _rows_with_gradient(grad)
         per_row = weights[bins].unsqueeze(-1) * grad[bins].unsqueeze(1)  # (N', T, D)
         return _table_gradient(ctx.table_rows, index[bins], per_row), None, None
 
@@ -245,10 +246,9 @@ class _VotedRows(torch.autograd.Function):
         index, weights = ctx.saved_tensors
         k = index.shape[1]
         bin_grad = (grad / (k * k)).to(ctx.table_dtype)  # (K, D), each bin's row
-        rois = _bins_with_gradient(bin_grad)
+        rois = _rows_with_gradient(bin_grad)
         per_row = weights[rois].unsqueeze(-1) * bin_grad[rois].view(-1, 1, 1, 1, grad.shape[1])
-        rows = ctx.table_shape.numel() // grad.shape[1]
-        table_grad = _table_gradient(rows, index[rois], per_row)
+        table_grad = _table_gradient(ctx.table_shape[:-1].numel(), index[rois], per_row)
         return table_grad.view(ctx.table_shape), None, None, None
 
 
