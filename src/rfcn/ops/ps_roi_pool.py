@@ -89,7 +89,6 @@ def ps_roi_pool(
         ``(K, D, k, k)`` pooled scores, dtype of ``features``.
     """
     k = output_size
-    _check_arguments(features, rois, k, mode, sampling_ratio)
     table, index, weights = _bin_sums(features, rois, k, spatial_scale, mode, sampling_ratio)
     return _pooled(table, index, weights, features.dtype)
 
@@ -113,7 +112,6 @@ def ps_roi_vote(
         ``(K, D)`` average of the k² pooled scores, dtype of ``features``.
     """
     k = output_size
-    _check_arguments(features, rois, k, mode, sampling_ratio)
     table, index, weights = _bin_sums(features, rois, k, spatial_scale, mode, sampling_ratio)
     if table.requires_grad and torch.is_grad_enabled() and _eager():
         return _VotedRows.apply(table, index, weights, features.dtype)
@@ -302,7 +300,8 @@ def _bin_sums(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """What each bin sums: a ``(B, Hm, Wm, k*k, D)`` bin-major table, the ``(K, k, k, T)`` int64
     rows of its flattened ``(B*Hm*Wm*k*k, D)`` form each bin reads and their ``(K, k, k, T)``
-    weights (table dtype)."""
+    weights (table dtype). Raises ValueError on arguments neither mode can pool with."""
+    _check_arguments(features, rois, k, mode, sampling_ratio)
     if mode == "pool":
         return _exact_bin_sums(features, rois, k, spatial_scale)
     return _bilinear_bin_sums(features, rois, k, spatial_scale, sampling_ratio)
