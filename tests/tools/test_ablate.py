@@ -33,6 +33,9 @@ def test_each_variant_changes_only_its_own_keys(tmp_path: Path) -> None:
         scored = config_to_dict(demo_config(tmp_path, overrides=list(ablate.VARIANTS[name])))
         trained = config_to_dict(demo_config(tmp_path, overrides=list(ablate.VARIANTS[trained_as])))
         assert _changed(trained, scored) <= set(TEST_TIME_SETTINGS), name
+    plain_nms = demo_config(tmp_path, overrides=list(ablate.VARIANTS["k7_nms"]))
+    assert demo_config(tmp_path).model.box_voting_iou == 0.5  # the demo votes
+    assert (plain_nms.model.box_voting_iou, plain_nms.model.box_refinement) == (0.0, False)
     table_2 = [demo_config(tmp_path, overrides=list(ablate.VARIANTS[n])) for n in ablate.TABLE_2]
     assert [(c.model.k, c.model.atrous) for c in table_2] == [
         (1, True), (3, True), (7, True), (7, False)

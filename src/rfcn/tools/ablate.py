@@ -11,11 +11,11 @@ as the small-object benchmarks (``configs/small_objects_synthetic.yaml``,
 
 Every variant trains from scratch with every seed (``train.seed``; the data stay the same)
 and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). A
-variant that changes only test-time settings (box voting, box refinement: ``pool_vote``,
-``pool_refine_vote``, ``c4_vote``, ...; :data:`TRAINED_AS`) is not trained again: it scores
-the weights its training variant trained with the same seed, whose runs are added to the table
-when not asked for. Runs land in ``OUT/<variant>/seed<N>/``; a finished run is kept and a
-rerun skips it, so a long table can be built over several sittings
+variant that changes only test-time settings (plain NMS, box voting, box refinement:
+``k7_nms``, ``pool_vote``, ``pool_refine_vote``, ``c4_vote``, ...; :data:`TRAINED_AS`) is not
+trained again: it scores the weights its training variant trained with the same seed, whose
+runs are added to the table when not asked for. Runs land in ``OUT/<variant>/seed<N>/``; a
+finished run is kept and a rerun skips it, so a long table can be built over several sittings
 (:mod:`rfcn.engine.experiments`). The tables (mean ± sd, the differences from ``--reference``
 with the two-sd test of :mod:`rfcn.evaluation.seed_stats`, every run) are printed and saved as
 ``OUT/ablation.json``.
@@ -89,9 +89,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 # Test-time settings (rfcn.config.TEST_TIME_SETTINGS) that the variant <trained>_<suffix> adds to
-# the variant <trained>: box voting after NMS, box refinement (the regressed boxes pooled again,
-# He et al. 2016), both. Each sets both options, so it means the same on any base config.
+# the variant <trained>: the paper's plain NMS (the demo votes), box voting after NMS, box
+# refinement (the regressed boxes pooled again, He et al. 2016), both. Each sets both options, so
+# it means the same on any base config.
 TEST_TIME_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "nms": ("model.box_refinement=false", "model.box_voting_iou=0"),
     "vote": ("model.box_refinement=false", "model.box_voting_iou=0.5"),
     "refine": ("model.box_refinement=true", "model.box_voting_iou=0"),
     "refine_vote": ("model.box_refinement=true", "model.box_voting_iou=0.5"),
@@ -101,7 +103,7 @@ TEST_TIME_SUFFIXES: dict[str, tuple[str, ...]] = {
 TRAINED_AS: dict[str, str] = {
     f"{trained}_{suffix}": trained
     for trained, suffixes in {
-        "k7": ("vote", "refine_vote"),
+        "k7": ("nms", "vote", "refine_vote"),
         "pool": ("vote", "refine", "refine_vote"),
         "align_s2": ("vote",),
         "c4": ("vote", "refine_vote"),
