@@ -32,6 +32,9 @@ class ModelConfig:
     # ResNet. Others for resnet18/34 only (the demo's narrower conv5: à trous, it runs at stride
     # 16, so its cost grows as its width squared)
     stage_channels: tuple[int, ...] = ()
+    # residual blocks in res2..res5; empty: the ResNet's (2, 2, 2, 2 for resnet18). Others for
+    # resnet18/34 only
+    stage_blocks: tuple[int, ...] = ()
     # None: random init; "imagenet": torchvision's weights, downloaded once into the torch hub
     # cache (RFCN_OFFLINE=1: never downloaded); otherwise a path to a torchvision ResNet
     # state-dict file.

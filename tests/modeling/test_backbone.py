@@ -96,7 +96,9 @@ def test_narrow_builder_at_width_64_is_torchvisions_resnet18():
 
     ours = {
         k: v.shape
-        for k, v in _narrow_basic_resnet("resnet18", 64, (), nn.BatchNorm2d).state_dict().items()
+        for k, v in _narrow_basic_resnet("resnet18", 64, (), (), nn.BatchNorm2d)
+        .state_dict()
+        .items()
     }
     theirs = {k: v.shape for k, v in resnet18().state_dict().items() if not k.startswith("fc.")}
     assert ours == theirs
@@ -125,3 +127,52 @@ def test_stage_channels_need_a_basic_block_net_and_four_widths(name, stage_chann
 def test_stage_channels_have_no_imagenet_weights():
     with pytest.raises(UserError, match="ImageNet"):
         build_backbone("resnet18", pretrained="imagenet", stage_channels=(64, 128, 256, 256))
+
+
+@pytest.mark.parametrize("atrous", [True, False])
+def test_stage_blocks_set_the_blocks_of_each_stage(atrous):
+    backbone = build_backbone(
+        "resnet18", atrous=atrous, frozen_bn=False, width=16, stage_blocks=(1, 2, 1, 3)
+    ).eval()
+    stages = [backbone.trunk[index] for index in (4, 5, 6)] + [backbone.conv5]
+    assert [len(stage) for stage in stages] == [1, 2, 1, 3]
+    with torch.no_grad():
+        conv4, conv5 = backbone(torch.zeros(1, 3, 64, 96))
+    assert conv4.shape == (1, 64, 4, 6)
+    assert conv5.shape == (1, 128, 64 // backbone.stride, 96 // backbone.stride)
+    # À trous: only the first conv of conv5 keeps dilation 1, every later 3x3 conv has 2.
+    dilations = [conv.dilation for block in backbone.conv5 for conv in (block.conv1, block.conv2)]
+    assert dilations == [(1, 1)] + [(2, 2) if atrous else (1, 1)] * 5
+
+
+def test_one_block_a_stage_keeps_the_dilated_conv5():
+    backbone = build_backbone("resnet18", frozen_bn=False, width=8, stage_blocks=(1, 1, 1, 1))
+    (block,) = backbone.conv5
+    assert block.conv1.stride == (1, 1) and block.conv2.dilation == (2, 2)
+    assert backbone.stride == 16
+
+
+def test_stage_blocks_of_resnet18_give_resnet18():
+    ours = build_backbone("resnet18", frozen_bn=False, width=32, stage_blocks=(2, 2, 2, 2))
+    default = build_backbone("resnet18", frozen_bn=False, width=32)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in default.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "stage_blocks", "problem"),
+    [
+        ("resnet50", (1, 1, 1, 1), "needs resnet18 or resnet34, got resnet50"),
+        ("resnet18", (1, 1, 1), "needs four positive numbers"),
+        ("resnet18", (1, 0, 1, 1), "needs four positive numbers"),
+    ],
+)
+def test_stage_blocks_need_a_basic_block_net_and_four_counts(name, stage_blocks, problem):
+    with pytest.raises(UserError, match=f"model.stage_blocks: {problem}"):
+        build_backbone(name, stage_blocks=stage_blocks)
+
+
+def test_stage_blocks_have_no_imagenet_weights():
+    with pytest.raises(UserError, match="stage blocks"):
+        build_backbone("resnet34", pretrained="imagenet", stage_blocks=(1, 1, 1, 1))

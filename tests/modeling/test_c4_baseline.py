@@ -33,6 +33,18 @@ def test_conv5_keeps_stride_2_and_takes_the_backbone_weights(width: int) -> None
         assert torch.equal(head.conv5.state_dict()[name], weight)
 
 
+def test_conv5_of_a_net_with_other_stage_blocks() -> None:
+    torch.manual_seed(0)
+    blocks = (1, 1, 1, 3)
+    cfg = ModelConfig(backbone="resnet18", num_classes=3, backbone_width=16, stage_blocks=blocks)
+    backbone = build_backbone("resnet18", atrous=True, width=16, stage_blocks=blocks)
+    atrous_conv5 = backbone.conv5
+    head = move_conv5_into_c4_head(backbone, cfg, "class")
+    assert len(head.conv5) == 3 and head.conv5[0].conv1.stride == (2, 2)
+    for name, weight in atrous_conv5.state_dict().items():
+        assert torch.equal(head.conv5.state_dict()[name], weight)
+
+
 def test_each_roi_goes_through_conv5_alone() -> None:
     """Batched RoIs give what one RoI at a time through pool -> conv5 -> mean -> fc gives."""
     _, _, head = _head(num_classes=3)

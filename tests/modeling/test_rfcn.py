@@ -204,11 +204,17 @@ def test_eval_under_bfloat16_autocast_returns_float32():
     assert all(d["boxes"].dtype == d["scores"].dtype == torch.float32 for d in detections)
 
 
-def test_stage_and_rpn_widths_reach_the_head_and_the_rpn():
+def test_stage_widths_blocks_and_rpn_width_reach_the_model():
     torch.manual_seed(0)
     model = build_model(
-        _tiny_config(backbone_width=8, stage_channels=(8, 16, 32, 24), rpn_channels=16)
+        _tiny_config(
+            backbone_width=8,
+            stage_channels=(8, 16, 32, 24),
+            stage_blocks=(1, 1, 2, 1),
+            rpn_channels=16,
+        )
     )
+    assert len(model.backbone.trunk[6]) == 2 and len(model.backbone.conv5) == 1
     assert model.backbone.conv4_channels == 32 and model.rpn.head.conv.in_channels == 32
     assert model.backbone.conv5_channels == 24 and model.head.reduce.in_channels == 24
     assert model.rpn.head.conv.out_channels == 16

@@ -76,11 +76,16 @@ def _dilate_basic_conv5(layer4: nn.Sequential) -> None:
 
 
 def _narrow_basic_resnet(
-    name: str, width: int, stage_channels: tuple[int, ...], norm_layer: type[nn.Module]
+    name: str,
+    width: int,
+    stage_channels: tuple[int, ...],
+    stage_blocks: tuple[int, ...],
+    norm_layer: type[nn.Module],
 ) -> nn.Module:
-    """ResNet-18/34 with ``width`` channels in conv1 and ``stage_channels`` in res2..res5
-    (empty: ``width`` doubling per stage, as the original's 64) instead of torchvision's: a
-    cheaper trunk for CPU-sized experiments (the demo).
+    """ResNet-18/34 with ``width`` channels in conv1, ``stage_channels`` in res2..res5 (empty:
+    ``width`` doubling per stage, as the original's 64) and ``stage_blocks`` blocks in them
+    (empty: the ResNet's) instead of torchvision's: a cheaper trunk for CPU-sized experiments
+    (the demo).
 
     Built from torchvision's ``BasicBlock``, with the attribute names of ``torchvision.models.
     resnet.ResNet`` (``conv1 bn1 relu maxpool layer1..layer4``) and its initialisation, so the
@@ -93,7 +98,7 @@ def _narrow_basic_resnet(
     net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
     in_channels = width
     widths = stage_channels or tuple(width * 2**stage for stage in range(4))
-    for stage, blocks in enumerate(_BASIC_STAGES[name]):
+    for stage, blocks in enumerate(stage_blocks or _BASIC_STAGES[name]):
         channels, stride = widths[stage], 1 if stage == 0 else 2
         layer = []
         for index in range(blocks):
@@ -129,6 +134,7 @@ def build_backbone(
     deformable_conv5: str = "none",
     deformable_groups: int = 4,
     stage_channels: tuple[int, ...] = (),
+    stage_blocks: tuple[int, ...] = (),
 ) -> ResNetBackbone:
     """A ResNet backbone.
 
@@ -147,6 +153,8 @@ def build_backbone(
         deformable_groups: offset groups of those deformable convs.
         stage_channels: channels of res2..res5; empty keeps the ResNet's (``width`` doubling
             per stage). Others are offered for ResNet-18/34 only, without the ImageNet weights.
+        stage_blocks: residual blocks in res2..res5; empty keeps the ResNet's (2, 2, 2, 2 for
+            ResNet-18). Others are offered as ``stage_channels`` are.
     """
     if name not in _RESNETS:
         raise UserError("model.backbone", f"unknown backbone {name!r}")
@@ -154,14 +162,15 @@ def build_backbone(
         raise UserError("model.freeze_at", f"must be 0, 1 or 2, got {freeze_at}")
     norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     is_bottleneck = name not in _BASIC_STAGES
-    if stage_channels and (len(stage_channels) != 4 or min(stage_channels) <= 0):
-        raise UserError(
-            "model.stage_channels",
-            f"needs four positive numbers (res2 to res5) or none, got {list(stage_channels)}",
-        )
-    if stage_channels and is_bottleneck:
-        raise UserError("model.stage_channels", f"needs resnet18 or resnet34, got {name}")
-    if width != TORCHVISION_WIDTH or stage_channels:
+    for key, value in (("stage_channels", stage_channels), ("stage_blocks", stage_blocks)):
+        if value and (len(value) != 4 or min(value) <= 0):
+            raise UserError(
+                f"model.{key}",
+                f"needs four positive numbers (res2 to res5) or none, got {list(value)}",
+            )
+        if value and is_bottleneck:
+            raise UserError(f"model.{key}", f"needs resnet18 or resnet34, got {name}")
+    if width != TORCHVISION_WIDTH or stage_channels or stage_blocks:
         if is_bottleneck or width <= 0:
             raise UserError(
                 "model.backbone_width",
@@ -170,10 +179,11 @@ def build_backbone(
             )
         if pretrained == "imagenet":
             shape = f" and stage channels {list(stage_channels)}" if stage_channels else ""
+            shape += f" and stage blocks {list(stage_blocks)}" if stage_blocks else ""
             raise UserError(
                 "model.pretrained", f"no ImageNet weights exist at width {width}{shape}"
             )
-        net = _narrow_basic_resnet(name, width, stage_channels, norm_layer)
+        net = _narrow_basic_resnet(name, width, stage_channels, stage_blocks, norm_layer)
     else:
         dilate = [False, False, atrous and is_bottleneck]
         net = _RESNETS[name][0](

@@ -140,6 +140,7 @@ def move_conv5_into_c4_head(
         freeze_at=0,
         width=cfg.backbone_width,
         stage_channels=cfg.stage_channels,
+        stage_blocks=cfg.stage_blocks,
     ).conv5
     plain = conv5.state_dict()
     conv5.load_state_dict({k: v for k, v in backbone.conv5.state_dict().items() if k in plain})

@@ -376,6 +376,7 @@ def build_model(cfg: ModelConfig) -> RFCN:
         cfg.deformable_conv5,
         cfg.deformable_conv5_groups,
         cfg.stage_channels,
+        cfg.stage_blocks,
     )
     anchors = AnchorGenerator(cfg.anchor_sizes, cfg.anchor_ratios, backbone.conv4_stride)
     rpn = RegionProposalNetwork(
