@@ -112,21 +112,31 @@ def test_narrow_width_needs_a_basic_block_net_and_no_imagenet_weights():
 
 
 @pytest.mark.parametrize(
-    ("name", "stage_channels", "problem"),
+    ("key", "name", "value", "problem"),
     [
-        ("resnet101", (64, 128, 256, 256), "needs resnet18 or resnet34, got resnet101"),
-        ("resnet18", (64, 128, 256), "needs four positive numbers"),
-        ("resnet18", (8, 8, 8, 0), "needs four positive numbers"),
+        ("stage_channels", "resnet101", (64, 128, 256, 256), "needs resnet18 or resnet34, got"),
+        ("stage_channels", "resnet18", (64, 128, 256), "needs four positive numbers"),
+        ("stage_channels", "resnet18", (8, 8, 8, 0), "needs four positive numbers"),
+        ("stage_blocks", "resnet50", (1, 1, 1, 1), "needs resnet18 or resnet34, got"),
+        ("stage_blocks", "resnet18", (1, 1, 1), "needs four positive numbers"),
+        ("stage_blocks", "resnet18", (1, 0, 1, 1), "needs four positive numbers"),
     ],
 )
-def test_stage_channels_need_a_basic_block_net_and_four_widths(name, stage_channels, problem):
-    with pytest.raises(UserError, match=f"model.stage_channels: {problem}"):
-        build_backbone(name, stage_channels=stage_channels)
+def test_stage_shapes_need_a_basic_block_net_and_four_numbers(key, name, value, problem):
+    with pytest.raises(UserError, match=f"model.{key}: {problem}"):
+        build_backbone(name, **{key: value})
 
 
-def test_stage_channels_have_no_imagenet_weights():
-    with pytest.raises(UserError, match="ImageNet"):
-        build_backbone("resnet18", pretrained="imagenet", stage_channels=(64, 128, 256, 256))
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("stage_channels", (64, 128, 256, 256), "stage channels"),
+        ("stage_blocks", (1, 1, 1, 1), "stage blocks"),
+    ],
+)
+def test_stage_shapes_have_no_imagenet_weights(key, value, problem):
+    with pytest.raises(UserError, match=f"no ImageNet weights .*{problem}"):
+        build_backbone("resnet18", pretrained="imagenet", **{key: value})
 
 
 @pytest.mark.parametrize("atrous", [True, False])
@@ -158,21 +168,3 @@ def test_stage_blocks_of_resnet18_give_resnet18():
     assert {k: v.shape for k, v in ours.state_dict().items()} == {
         k: v.shape for k, v in default.state_dict().items()
     }
-
-
-@pytest.mark.parametrize(
-    ("name", "stage_blocks", "problem"),
-    [
-        ("resnet50", (1, 1, 1, 1), "needs resnet18 or resnet34, got resnet50"),
-        ("resnet18", (1, 1, 1), "needs four positive numbers"),
-        ("resnet18", (1, 0, 1, 1), "needs four positive numbers"),
-    ],
-)
-def test_stage_blocks_need_a_basic_block_net_and_four_counts(name, stage_blocks, problem):
-    with pytest.raises(UserError, match=f"model.stage_blocks: {problem}"):
-        build_backbone(name, stage_blocks=stage_blocks)
-
-
-def test_stage_blocks_have_no_imagenet_weights():
-    with pytest.raises(UserError, match="stage blocks"):
-        build_backbone("resnet34", pretrained="imagenet", stage_blocks=(1, 1, 1, 1))
