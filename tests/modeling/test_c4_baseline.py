@@ -10,37 +10,33 @@ from rfcn.modeling.c4_baseline import C4Head, build_c4_detector, move_conv5_into
 from rfcn.modeling.rfcn import build_model
 
 
-def _head(num_classes: int = 3, width: int = 64) -> tuple:
+def _head(num_classes: int = 3, width: int = 64, stage_blocks: tuple[int, ...] = ()) -> tuple:
     torch.manual_seed(0)
-    cfg = ModelConfig(backbone="resnet18", num_classes=num_classes, backbone_width=width)
-    backbone = build_backbone("resnet18", atrous=True, width=width)
+    cfg = ModelConfig(
+        backbone="resnet18",
+        num_classes=num_classes,
+        backbone_width=width,
+        stage_blocks=stage_blocks,
+    )
+    backbone = build_backbone("resnet18", atrous=True, width=width, stage_blocks=stage_blocks)
     atrous_conv5 = backbone.conv5
     head = move_conv5_into_c4_head(backbone, cfg, "class").eval()
     return atrous_conv5, backbone, head
 
 
-@pytest.mark.parametrize("width", [64, 32])
-def test_conv5_keeps_stride_2_and_takes_the_backbone_weights(width: int) -> None:
-    atrous_conv5, backbone, head = _head(width=width)
+@pytest.mark.parametrize(("width", "stage_blocks"), [(64, ()), (32, ()), (16, (1, 1, 1, 3))])
+def test_conv5_keeps_stride_2_and_takes_the_backbone_weights(
+    width: int, stage_blocks: tuple[int, ...]
+) -> None:
+    atrous_conv5, backbone, head = _head(width=width, stage_blocks=stage_blocks)
     assert isinstance(backbone.conv5, torch.nn.Identity)  # conv4 goes to the head
+    assert len(head.conv5) == (stage_blocks[3] if stage_blocks else 2)
     assert head.conv5[0].conv1.stride == (2, 2)
     assert head.conv5[0].downsample[0].stride == (2, 2)
     assert atrous_conv5[0].conv1.stride == (1, 1)  # R-FCN's à trous conv5
     dilations = {m.dilation for m in head.conv5.modules() if isinstance(m, torch.nn.Conv2d)}
     assert dilations == {(1, 1)}
     assert head.cls_score.in_features == 8 * width
-    for name, weight in atrous_conv5.state_dict().items():
-        assert torch.equal(head.conv5.state_dict()[name], weight)
-
-
-def test_conv5_of_a_net_with_other_stage_blocks() -> None:
-    torch.manual_seed(0)
-    blocks = (1, 1, 1, 3)
-    cfg = ModelConfig(backbone="resnet18", num_classes=3, backbone_width=16, stage_blocks=blocks)
-    backbone = build_backbone("resnet18", atrous=True, width=16, stage_blocks=blocks)
-    atrous_conv5 = backbone.conv5
-    head = move_conv5_into_c4_head(backbone, cfg, "class")
-    assert len(head.conv5) == 3 and head.conv5[0].conv1.stride == (2, 2)
     for name, weight in atrous_conv5.state_dict().items():
         assert torch.equal(head.conv5.state_dict()[name], weight)
 

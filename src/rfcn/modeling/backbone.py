@@ -162,7 +162,8 @@ def build_backbone(
         raise UserError("model.freeze_at", f"must be 0, 1 or 2, got {freeze_at}")
     norm_layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
     is_bottleneck = name not in _BASIC_STAGES
-    for key, value in (("stage_channels", stage_channels), ("stage_blocks", stage_blocks)):
+    stage_shapes = {"stage_channels": stage_channels, "stage_blocks": stage_blocks}
+    for key, value in stage_shapes.items():
         if value and (len(value) != 4 or min(value) <= 0):
             raise UserError(
                 f"model.{key}",
@@ -178,8 +179,11 @@ def build_backbone(
                 f"the other ResNets come only at torchvision's width {TORCHVISION_WIDTH}",
             )
         if pretrained == "imagenet":
-            shape = f" and stage channels {list(stage_channels)}" if stage_channels else ""
-            shape += f" and stage blocks {list(stage_blocks)}" if stage_blocks else ""
+            shape = "".join(
+                f" and {key.replace('_', ' ')} {list(value)}"
+                for key, value in stage_shapes.items()
+                if value
+            )
             raise UserError(
                 "model.pretrained", f"no ImageNet weights exist at width {width}{shape}"
             )
