@@ -42,10 +42,10 @@ def test_a_failed_write_leaves_neither_half_a_file_nor_a_temp_file(
     write_json(target, {"detections": []})
 
     def interrupted(*args: object) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("Ctrl-C in os.replace")
 
     monkeypatch.setattr(os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"Ctrl-C in os\.replace"):
         write_json(target, {"detections": [1, 2, 3]})
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"detections": []}

@@ -224,6 +224,41 @@ def test_readers_raise_user_errors(
         assert error.value.source == str(path)
 
 
+# ---- flipped bytes inside a real checkpoint ----
+
+FLIP_CASES = 64
+
+
+def flipped(real: bytes, seed: int) -> bytes:
+    """``real`` with 1 to 50 bytes changed at seeded positions (a non-zero XOR each)."""
+    rng = np.random.default_rng([seed, 7])
+    data = bytearray(real)
+    for position in rng.choice(len(real), int(rng.integers(1, 51)), replace=False):
+        data[position] ^= int(rng.integers(1, 256))
+    return bytes(data)
+
+
+def test_every_flipped_byte_of_a_checkpoint_is_reported(
+    good: dict[str, Path], tmp_path: Path
+) -> None:
+    """Seeded flips anywhere, then one flip at each byte of the zip's head and tail (headers,
+    central directory, end records, the seal), where no CRC of the zip looks."""
+    real = good["checkpoint"].read_bytes()
+    cases = [flipped(real, seed) for seed in range(FLIP_CASES)]
+    for position in [*range(128), *range(len(real) - 512, len(real))]:
+        data = bytearray(real)
+        data[position] ^= 0x01
+        cases.append(bytes(data))
+    path = tmp_path / "x.pt"
+    for number, data in enumerate(cases):
+        path.write_bytes(data)
+        with pytest.raises(
+            UserError, match=r"damaged checkpoint|cannot read checkpoint \(corrupt"
+        ) as error:
+            load_checkpoint(path)
+        assert error.value.source == str(path), number
+
+
 # ---- the command line ----
 
 # A scenario writes one fuzzed input into a case folder and returns the commands that read it,

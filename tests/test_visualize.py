@@ -59,7 +59,7 @@ def test_image_grid_tiles_row_major() -> None:
     array = np.asarray(grid)
     assert array[0, 0, 0] == 0 and array[0, 12, 0] == 40 and array[10, 12, 0] == 160
     assert tuple(array[10, 30]) == (255, 255, 255), "the missing sixth cell stays blank"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no images to tile"):
         image_grid([], columns=2)
 
 
@@ -105,7 +105,7 @@ def test_deformable_parts_figure_renders() -> None:
     ]  # fmt: skip
     figure = deformable_parts_figure(panels)
     assert figure.mode == "RGB" and figure.size[0] > figure.size[1]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no panels to draw"):
         deformable_parts_figure([])
     k = 3
     maps = np.random.default_rng(1).normal(size=(k, k, 6, 8)).astype(np.float32)

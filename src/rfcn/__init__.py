@@ -1,3 +1,3 @@
 """rfcn: R-FCN (Dai et al., NIPS 2016) object detection in PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -25,6 +25,9 @@ TOOL_MODULES = {
     "benchmark": "rfcn.tools.benchmark",
     "profile": "rfcn.tools.profile",
     "export": "rfcn.tools.export",
+    "doctor": "rfcn.tools.doctor",
+    "memcheck": "rfcn.tools.memcheck",
+    "records": "rfcn.tools.records",
 }
 
 
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; user errors become one line on stderr and exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
+    # the words of this command, for the result records it may write (rfcn.records)
+    args.command_words = ["rfcn", *argv]
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

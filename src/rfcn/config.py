@@ -26,194 +26,301 @@ from rfcn.files import write_text
 class ModelConfig:
     """The detector (paper §2). Defaults are the paper's VOC ResNet-101 setting."""
 
-    backbone: str = "resnet101"  # resnet18/34/50/101/152
-    backbone_width: int = 64  # channels of conv1/res2; another width for resnet18/34 only
-    # channels of res2..res5 (conv2_x..conv5_x); empty: backbone_width x (1, 2, 4, 8) as every
-    # ResNet. Others for resnet18/34 only (the demo's narrower conv5: à trous, it runs at stride
-    # 16, so its cost grows as its width squared)
+    backbone: str = "resnet101"
+    """The torchvision ResNet: resnet18, resnet34, resnet50, resnet101 or resnet152."""
+    backbone_width: int = 64
+    """Channels of conv1 and res2; another width for resnet18/34 only."""
     stage_channels: tuple[int, ...] = ()
-    # residual blocks in res2..res5; empty: the ResNet's (2, 2, 2, 2 for resnet18). Others for
-    # resnet18/34 only
+    """Channels of res2..res5; empty: backbone_width x (1, 2, 4, 8) as every ResNet. Others for
+    resnet18/34 only (conv5 runs at stride 16 when à trous, so its cost grows as its width
+    squared)."""
     stage_blocks: tuple[int, ...] = ()
-    # None: random init; "imagenet": torchvision's weights, downloaded once into the torch hub
-    # cache (RFCN_OFFLINE=1: never downloaded); otherwise a path to a torchvision ResNet
-    # state-dict file.
+    """Residual blocks in res2..res5; empty: the ResNet's (2, 2, 2, 2 for resnet18). Others for
+    resnet18/34 only."""
     pretrained: str | None = None
-    atrous: bool = True  # conv5 stride 1, dilation 2: feature stride 16 (else 32)
+    """None: random init; "imagenet": torchvision's weights, downloaded once into the torch hub
+    cache (RFCN_OFFLINE=1: never downloaded); otherwise a path to a torchvision ResNet
+    state-dict file."""
+    atrous: bool = True
+    """conv5 with stride 1 and dilation 2, so the feature stride is 16 (false: 32)."""
     frozen_bn: bool = True
-    freeze_at: int = 2  # 0: train all; 1: freeze stem; 2: stem + res2 (as the original code)
-    num_classes: int = 20  # foreground classes C; the head predicts C + 1 with background
-    k: int = 7  # k x k position-sensitive bins
-    head_channels: int = 1024  # the randomly initialised 1x1 conv on conv5
-    # "gaussian": std 0.01 for the head's three convs (the original code); "scaled": He init
-    # for the 1x1 reduction and std 1/sqrt(head_channels) for the class maps, which lets a head
-    # on a backbone trained from scratch start learning sooner (the demo)
+    """BatchNorm as fixed scale and shift (the statistics of the pretrained weights)."""
+    freeze_at: int = 2
+    """Frozen backbone stages: 0 trains all; 1 freezes the stem; 2 the stem and res2 (as the
+    original code)."""
+    num_classes: int = 20
+    """Foreground classes C; the head predicts C + 1 with background."""
+    k: int = 7
+    """k x k position-sensitive bins (paper §2); the light head's p x p PSRoIAlign bins."""
+    head_channels: int = 1024
+    """Output channels of the randomly initialised 1x1 conv on conv5."""
     head_init: str = "gaussian"
-    box_mode: str = "agnostic"  # "agnostic" (4k^2), "agnostic8" (8k^2), "class" (4k^2 C)
-    ps_roi_mode: str = "pool"  # "pool" (paper Eq. 1) or "align" (bilinear)
-    # Deformable ConvNets (Dai et al., ICCV 2017) on R-FCN, as their public code:
-    # deformable PS-RoI pooling in the head (zero-initialised 1x1 offset convs, class-specific
-    # offsets for the class maps, one group for the box maps, trans_std 0.1); replaces the
-    # pooling of ps_roi_mode
+    """"gaussian": std 0.01 for the head's three convs (the original code); "scaled": He init
+    for the 1x1 reduction and std 1/sqrt(head_channels) for the class maps, which lets a head on
+    a backbone trained from scratch start learning sooner (the demo)."""
+    box_mode: str = "agnostic"
+    """Box maps: "agnostic" (4k^2), "agnostic8" (8k^2) or "class" (4k^2 C)."""
+    ps_roi_mode: str = "pool"
+    """PS-RoI pooling: "pool" (paper Eq. 1), "align" (average of bilinear samples) or
+    "align_max" (their maximum, without the half-pixel offset: Light-Head R-CNN's PSRoIAlign,
+    as its public kernel)."""
     deformable_psroi: bool = False
-    # "none", "v1" (deformable conv) or "v2" (modulated, DCNv2): the 3x3 convs of conv5, with
-    # offsets (and v2 masks) from zero-initialised sibling 3x3 convs
+    """Deformable PS-RoI pooling in the head (Deformable ConvNets, Dai et al. 2017, as their
+    public code: zero-initialised 1x1 offset convs, class-specific offsets for the class maps,
+    one group for the box maps, trans_std 0.1); replaces the pooling of ps_roi_mode."""
     deformable_conv5: str = "none"
-    deformable_conv5_groups: int = 4  # offset groups of deformable conv5 (the original's 4)
-    ps_roi_sampling_ratio: int = 2  # "align" only: bilinear samples per bin side (>= 1)
-    # "rfcn": the position-sensitive head (paper §2); "c4": the Faster R-CNN counterpart of the
-    # paper's Tables 1 and 3 (RoI pooling on conv4, conv5 and fc layers per RoI, rfcn.modeling.
-    # c4_baseline), trained and run by the same code; k, head_channels and head_init are then
-    # unused, and ps_roi_mode chooses its RoI pooling: "pool" (RoIPool, the paper's) or
-    # "align" (RoIAlign with ps_roi_sampling_ratio)
+    """The 3x3 convs of conv5: "none", "v1" (deformable conv) or "v2" (modulated, DCNv2), with
+    offsets (and v2 masks) from zero-initialised sibling 3x3 convs."""
+    deformable_conv5_groups: int = 4
+    """Offset groups of deformable conv5 (the original's 4)."""
+    ps_roi_sampling_ratio: int = 2
+    """Bilinear samples per bin side (>= 1) of the "align" and "align_max" pooling."""
     head: str = "rfcn"
-    # RPN (Faster R-CNN), on conv4
+    """"rfcn": the position-sensitive head (paper §2); "c4": the Faster R-CNN counterpart of
+    the paper's Tables 1 and 3 (RoI pooling on conv4, conv5 and fc layers per RoI), trained and
+    run by the same code; k, head_channels and head_init are then unused, and ps_roi_mode
+    chooses its RoI pooling: "pool" (RoIPool, the paper's) or "align" (RoIAlign); "light_head":
+    Light-Head R-CNN's head (Li et al. 2017: a large separable conv to alpha k^2 thin maps,
+    PSRoIAlign, one fc layer; rfcn.modeling.light_head), head_channels and head_init unused;
+    "torchvision": torchvision's Faster R-CNN (its RPN, RoIAlign, two fc layers, sampler and
+    losses) on conv1..conv4 of this trunk, end to end only (rfcn.modeling.torchvision_baseline)."""
+    light_head_alpha: int = 10
+    """Light head: channels a bin reads (alpha); the thin maps have alpha k^2 channels."""
+    light_head_mid_channels: int = 0
+    """Light head: middle width C_mid of the large separable conv; 0: by backbone, 256 for
+    resnet50/101/152 and 64 for resnet18/34 (the paper's large and small models)."""
+    light_head_kernel: int = 15
+    """Light head: kernel length k of the large separable conv (k x 1 and 1 x k), odd."""
+    light_head_fc_channels: int = 2048
+    """Light head: width of the R-CNN subnet's fc layer."""
     anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)
+    """RPN anchor sides in input pixels (Faster R-CNN's three scales)."""
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    """RPN anchor aspect ratios (height / width)."""
     rpn_pre_nms_train: int = 6000
+    """Top-scoring anchors an image kept before the RPN's NMS, in training."""
     rpn_post_nms_train: int = 2000
+    """Proposals an image kept after the RPN's NMS, in training."""
     rpn_pre_nms_test: int = 6000
+    """Top-scoring anchors an image kept before the RPN's NMS, at test time."""
     rpn_post_nms_test: int = 300
-    rpn_channels: int = 512  # the RPN's 3x3 conv (Faster R-CNN's 512)
+    """Proposals an image kept after the RPN's NMS, at test time (the paper's 300 RoIs)."""
+    rpn_channels: int = 512
+    """Channels of the RPN's 3x3 conv (Faster R-CNN's 512)."""
     rpn_nms_thresh: float = 0.7
+    """IoU of the NMS among proposals."""
     rpn_min_size: float = 0.0
+    """Proposals with a side shorter than this (input pixels) are dropped; 0 keeps all."""
     rpn_fg_iou: float = 0.7
+    """An anchor with at least this IoU with a ground-truth box is an RPN positive."""
     rpn_bg_iou: float = 0.3
+    """An anchor whose best IoU is below this is an RPN negative."""
     rpn_batch_per_image: int = 256
+    """Anchors sampled an image for the RPN's losses."""
     rpn_positive_fraction: float = 0.5
-    # RoI sampling and OHEM (paper §2, "Training")
+    """Largest share of positives among the sampled anchors."""
     roi_fg_iou: float = 0.5
+    """A proposal with at least this IoU with a ground-truth box is a positive RoI (paper §2,
+    "Training")."""
     roi_bg_iou_low: float = 0.0
+    """Lowest IoU of a background RoI (below roi_fg_iou)."""
     ohem: bool = True
-    ohem_batch_per_image: int = 128  # B
-    roi_batch_per_image: int = 128  # used when ohem is off
-    roi_positive_fraction: float = 0.25  # used when ohem is off
-    box_loss_weight: float = 1.0  # lambda
+    """Online hard example mining (paper §2): score all RoIs, back-propagate the B worst."""
+    ohem_batch_per_image: int = 128
+    """B: RoIs an image kept by OHEM."""
+    roi_batch_per_image: int = 128
+    """RoIs sampled an image when ohem is off."""
+    roi_positive_fraction: float = 0.25
+    """Largest share of positives among the sampled RoIs when ohem is off."""
+    box_loss_weight: float = 1.0
+    """lambda: the weight of the head's smooth-L1 box loss."""
     rpn_box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    """Scales (wx, wy, ww, wh) of the RPN's box-delta encoding."""
     head_box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
-    # inference
+    """Scales (wx, wy, ww, wh) of the head's box-delta encoding (the inverse of the original
+    code's target std 0.1, 0.1, 0.2, 0.2)."""
     score_thresh: float = 0.001
+    """Detections scoring below this are dropped before NMS."""
     nms_thresh: float = 0.3
+    """IoU of the per-class NMS at test time (paper: 0.3)."""
     detections_per_img: int = 100
-    # test-time box voting (Gidaris and Komodakis 2015; not in the paper): above 0, each box
-    # NMS keeps becomes the score-weighted mean of its class's boxes overlapping it by at least
-    # this IoU. 0: off, as the paper
+    """Most detections an image returns."""
     box_voting_iou: float = 0.0
-    # test-time box refinement (He et al. 2016, ResNet appendix A; not in the paper): each
-    # RoI's regressed box is pooled again and the new predictions join the first ones before
-    # NMS
+    """Test-time box voting (Gidaris and Komodakis 2015; not in the paper): above 0, each box
+    NMS keeps becomes the score-weighted mean of its class's boxes overlapping it by at least
+    this IoU. 0: off, as the paper."""
     box_refinement: bool = False
-    # transform (resize inside the model, as torchvision's detection models)
-    min_size: tuple[int, ...] = (600,)  # training picks one at random per batch
+    """Test-time box refinement (He et al. 2016, ResNet appendix A; not in the paper): each
+    RoI's regressed box is pooled again and the new predictions join the first ones before
+    NMS."""
+    min_size: tuple[int, ...] = (600,)
+    """Shorter image side after resizing inside the model; training picks one at random per
+    batch (multi-scale training)."""
     max_size: int = 1000
+    """Longest image side after resizing."""
     size_divisible: int = 32
+    """Batched images are padded to a multiple of this."""
     image_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    """Per-channel RGB mean (0..1) subtracted from the images (ImageNet's)."""
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    """Per-channel RGB standard deviation the images are divided by (ImageNet's)."""
 
 
 @dataclass
 class DataConfig:
     """Where the images and boxes come from."""
 
-    format: str = "voc"  # "voc", "coco" or "synthetic"
-    # VOC: dataset roots (each holds Annotations/, JPEGImages/, ImageSets/Main/), joined in order;
-    # COCO: one root holding the image folder; synthetic: the folder it is generated into.
+    format: str = "voc"
+    """Dataset layout: "voc", "coco" or "synthetic"."""
     roots: list[str] = field(default_factory=list)
-    train_splits: list[str] = field(default_factory=lambda: ["trainval"])  # one per root
+    """VOC: dataset roots (each holds Annotations/, JPEGImages/, ImageSets/Main/), joined in
+    order; COCO: one root holding the image folder; synthetic: the folder it is generated
+    into."""
+    train_splits: list[str] = field(default_factory=lambda: ["trainval"])
+    """VOC training splits, one per root."""
     test_split: str = "test"
-    # VOC layout: the split validation during training (train.eval_every) scores; empty: the
-    # test split. Choosing checkpoints or settings by a test split's score is the user's
-    # choice (the paper reports test numbers of a fixed schedule); give a held-out split to
-    # keep the test split untouched. COCO and synthetic data validate on their test set.
+    """VOC split that `rfcn eval` scores."""
     val_split: str = ""
+    """VOC split that validation during training (train.eval_every) scores; empty: the test
+    split. Give a held-out split to keep the test split untouched. COCO and synthetic data
+    validate on their test set."""
     coco_train_json: str = ""
+    """COCO: the training annotation file, relative to the root."""
     coco_test_json: str = ""
+    """COCO: the test annotation file, relative to the root."""
     coco_train_images: str = ""
+    """COCO: the training image folder, relative to the root."""
     coco_test_images: str = ""
-    class_names: list[str] = field(default_factory=list)  # empty: from the data
-    use_difficult: bool = False  # difficult objects in training
+    """COCO: the test image folder, relative to the root."""
+    class_names: list[str] = field(default_factory=list)
+    """Foreground class names in label order; empty: from the data."""
+    use_difficult: bool = False
+    """Train on objects marked difficult too."""
     flip: bool = True
+    """Random horizontal flips in training."""
     aspect_grouping: bool = True
+    """Batch images of like aspect ratio (less padding)."""
     workers: int = 2
-    # keep the decoded training images in memory after their first epoch (H * W * 3 bytes
-    # each, in every loader worker): later epochs skip reading and decoding the files
+    """DataLoader worker processes."""
+    skip_unreadable: bool = False
+    """Training and validation leave out images that cannot be read or decoded (each one in
+    place of an unreadable training image: the next readable one of the set), and list them at
+    the end of training and in metrics.jsonl; false: the first one stops training, after it
+    saved its state for --resume. A left-out validation image counts as one with no
+    detections."""
     cache_images: bool = False
-    # synthetic data (rfcn.data.synthetic): sizes and seeds of the generated splits
+    """Keep the decoded training images in memory after their first epoch (H * W * 3 bytes
+    each, in every loader worker): later epochs skip reading and decoding the files."""
     synthetic_train_images: int = 600
+    """Synthetic data (rfcn.data.synthetic): images in the generated training split."""
     synthetic_test_images: int = 150
+    """Synthetic data: images in the generated test split."""
     synthetic_image_size: int = 320
+    """Synthetic data: side of the square images in pixels."""
     synthetic_seed: int = 0
-    # [smallest, largest] longer side of a synthetic object in pixels (the small-object
-    # benchmark: [10, 48]); empty: 10% to 90% of the image side (the demo's shapes)
+    """Synthetic data: the seed that draws the images (another seed, another split)."""
     synthetic_object_px: list[int] = field(default_factory=list)
-    synthetic_max_objects: int = 4  # each synthetic image holds 1 to this many objects
+    """Synthetic data: [smallest, largest] longer side of an object in pixels (the small-object
+    benchmark: [10, 48]); empty: 10% to 90% of the image side (the demo's shapes)."""
+    synthetic_max_objects: int = 4
+    """Synthetic data: each image holds 1 to this many objects."""
 
 
 @dataclass
 class TrainConfig:
     """The optimisation recipe (paper §3: SGD, momentum 0.9, weight decay 5e-4)."""
 
-    mode: str = "end_to_end"  # "end_to_end" (approximate joint) or "alternating" (4-step)
+    mode: str = "end_to_end"
+    """"end_to_end" (approximate joint training) or "alternating" (the paper's 4 steps)."""
     iterations: int = 30000
+    """Optimizer steps in all."""
     images_per_batch: int = 8
+    """Images in one step (across all processes under torchrun)."""
     base_lr: float = 1e-3
-    base_batch: int = 8  # the batch base_lr is given for; lr scales linearly with the batch
-    # "sgd" (the paper) or "adamw" (Loshchilov & Hutter, 2019: Adam with decoupled weight
-    # decay; beta1 = momentum, beta2 = 0.999; weight_decay is then AdamW's decoupled decay)
+    """Learning rate for a batch of base_batch images."""
+    base_batch: int = 8
+    """The batch base_lr is given for; the lr scales linearly with images_per_batch."""
     optimizer: str = "sgd"
+    """"sgd" (the paper) or "adamw" (Loshchilov & Hutter 2019: beta1 = momentum, beta2 = 0.999,
+    weight_decay is AdamW's decoupled decay)."""
     momentum: float = 0.9
+    """SGD momentum (AdamW's beta1)."""
     weight_decay: float = 5e-4
-    # after the warm-up: "step" (x lr_gamma at each of lr_steps, the paper) or "cosine" (a half
-    # cosine from the peak lr to 0 at the last iteration; lr_steps and lr_gamma unused)
+    """L2 weight decay (AdamW: decoupled decay)."""
     lr_schedule: str = "step"
+    """After the warm-up: "step" (x lr_gamma at each of lr_steps, the paper) or "cosine" (a
+    half cosine from the peak lr to 0 at the last iteration)."""
     lr_steps: list[int] = field(default_factory=lambda: [20000])
+    """Iterations at which the "step" schedule multiplies the lr by lr_gamma."""
     lr_gamma: float = 0.1
+    """Factor of each lr step."""
     warmup_iters: int = 500
+    """Iterations of linear warm-up from warmup_factor x lr; 0: none."""
     warmup_factor: float = 0.001
-    # autocast of the training forward pass: "none" (float32), "bf16", "fp16" (CUDA) or "auto"
-    # (bf16 where the device runs it natively: CUDA, CPUs with AVX512-BF16 or AMX; else none)
+    """Fraction of the lr at the first warm-up iteration, in (0, 1]."""
     amp: str = "none"
-    # layout of the model's 4-D tensors in training: "contiguous" (NCHW), "channels_last"
-    # (NHWC) or "auto" (channels_last under bf16 autocast, 0.91x an iteration on an AVX512-BF16
-    # CPU; contiguous in float32, where NHWC was slower on that CPU and 1.17x on an AVX2 one)
+    """Autocast of the training forward pass: "none" (float32), "bf16", "fp16" (CUDA) or "auto"
+    (bf16 where the device runs it natively: CUDA, CPUs with AVX512-BF16 or AMX; else none)."""
     memory_format: str = "auto"
-    # Deliver an exponential moving average of the weights (rfcn.engine.weight_average) with
-    # this decay (~1 / (1 - decay) iterations averaged): model_final.pt, model_best.pt, the
-    # stage files and validation use it; last.pt keeps the trained weights too. 0: off (paper)
+    """Layout of the model's 4-D tensors in training: "contiguous" (NCHW), "channels_last"
+    (NHWC) or "auto" (channels_last under bf16 autocast, contiguous in float32)."""
     ema_decay: float = 0.0
+    """Deliver an exponential moving average of the weights with this decay (~1 / (1 - decay)
+    iterations averaged): model_final.pt, model_best.pt and validation use it; last.pt keeps
+    the trained weights too. 0: off (the paper)."""
     seed: int = 0
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    """Seed of every random draw in training (same seed, same run)."""
+    device: str = "auto"
+    """"auto" (CUDA when there is one), "cpu", "cuda", "cuda:1", ..."""
     checkpoint_every: int = 2000
+    """Iterations between saves of the training state (last.pt) for --resume."""
+    dist_timeout: float = 600.0
+    """Under torchrun: seconds a process waits for the others at a collective operation before
+    it stops with an error (a process that died is noticed at once; this bounds a hung one)."""
     log_every: int = 20
+    """Iterations between lines of metrics.jsonl and TensorBoard."""
     tensorboard: bool = True
-    max_grad_norm: float = 0.0  # 0: no clipping
-    # Every N iterations, and at the end, score the model on data.val_split with eval.metric
-    # (metrics.jsonl, TensorBoard, the progress bar) and keep the best as model_best.pt; 0: off
+    """Write TensorBoard event files when the tensorboard extra is installed."""
+    max_grad_norm: float = 0.0
+    """Clip the gradients' global norm to this; 0: no clipping."""
     eval_every: int = 0
-    # lr of the layers that predict deformable offsets (and v2 masks), as a factor of the lr
-    # (the Deformable ConvNets paper's beta). 1: the original R-FCN code sets no lr_mult on them
-    # (its Faster R-CNN uses 0.01 for an fc offset layer, which R-FCN does not have)
+    """Every N iterations, and at the end, score the model on data.val_split with eval.metric
+    (metrics.jsonl, TensorBoard, the progress bar) and keep the best as model_best.pt; 0: off."""
     offset_lr_factor: float = 1.0
+    """lr of the layers that predict deformable offsets (and v2 masks), as a factor of the lr
+    (the Deformable ConvNets paper's beta)."""
 
 
 @dataclass
 class EvalConfig:
     """How a trained model is scored."""
 
-    metric: str = "voc07"  # "voc07" (11-point), "voc" (area) or "coco"
+    metric: str = "voc07"
+    """"voc07" (11-point AP, the paper's), "voc" (area AP, VOC2010+) or "coco"."""
     iou_thresh: float = 0.5
-    scales: list[int] = field(default_factory=lambda: [600])  # paper: 200,400,600,800,1000
+    """IoU a detection needs with a ground-truth box to count (VOC metrics)."""
+    scales: list[int] = field(default_factory=lambda: [600])
+    """Shorter sides tested; several: multi-scale testing (the paper's 200 to 1000)."""
     flip: bool = False
+    """Test on the horizontally flipped image too and merge the detections."""
     batch_size: int = 1
+    """Images a forward pass at test time."""
 
 
 @dataclass
 class Config:
+    """The whole configuration: one section a part of the program."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
+    """The detector."""
     data: DataConfig = field(default_factory=DataConfig)
+    """The datasets."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    """The training recipe."""
     eval: EvalConfig = field(default_factory=EvalConfig)
+    """How a trained model is scored."""
     output_dir: str = "runs/rfcn"
+    """Where `rfcn train` writes when --out is not given."""
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:
@@ -375,9 +482,9 @@ def save_config(cfg: Config, path: str | Path) -> None:
 _CHOICES = {
     "model.backbone": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "model.box_mode": ("agnostic", "agnostic8", "class"),
-    "model.head": ("rfcn", "c4"),
+    "model.head": ("rfcn", "c4", "light_head", "torchvision"),
     "model.head_init": ("gaussian", "scaled"),
-    "model.ps_roi_mode": ("pool", "align"),
+    "model.ps_roi_mode": ("pool", "align", "align_max"),
     "model.deformable_conv5": ("none", "v1", "v2"),
     "data.format": ("voc", "coco", "synthetic"),
     "train.mode": ("end_to_end", "alternating"),
@@ -402,6 +509,9 @@ def validate(cfg: Config) -> None:
         "model.num_classes": cfg.model.num_classes,
         "model.rpn_channels": cfg.model.rpn_channels,
         "model.head_channels": cfg.model.head_channels,
+        "model.light_head_alpha": cfg.model.light_head_alpha,
+        "model.light_head_kernel": cfg.model.light_head_kernel,
+        "model.light_head_fc_channels": cfg.model.light_head_fc_channels,
         "model.max_size": cfg.model.max_size,
         "model.deformable_conv5_groups": cfg.model.deformable_conv5_groups,
         "data.synthetic_max_objects": cfg.data.synthetic_max_objects,
@@ -428,9 +538,21 @@ def validate(cfg: Config) -> None:
         raise UserError("train.warmup_iters", f"must be >= 0, got {cfg.train.warmup_iters}")
     if not 0.0 < cfg.train.warmup_factor <= 1.0:
         raise UserError("train.warmup_factor", f"must lie in (0, 1], got {cfg.train.warmup_factor}")
-    if cfg.model.head == "c4" and cfg.model.deformable_psroi:
+    if cfg.model.head in ("c4", "light_head") and cfg.model.deformable_psroi:
         raise UserError(
-            "model.deformable_psroi", "is a setting of the R-FCN head, not of model.head=c4"
+            "model.deformable_psroi",
+            f"is a setting of the R-FCN head, not of model.head={cfg.model.head}",
+        )
+    if cfg.model.head == "c4" and cfg.model.ps_roi_mode == "align_max":
+        raise UserError("model.ps_roi_mode", "model.head=c4 pools by 'pool' or 'align'")
+    if cfg.model.light_head_kernel % 2 == 0:
+        raise UserError(
+            "model.light_head_kernel", f"must be odd, got {cfg.model.light_head_kernel}"
+        )
+    if cfg.model.light_head_mid_channels < 0:
+        raise UserError(
+            "model.light_head_mid_channels",
+            f"must be >= 0 (0: by backbone), got {cfg.model.light_head_mid_channels}",
         )
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise UserError(

@@ -29,16 +29,40 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_instruction_sets() -> dict[str, bool]:
+    """Which of the instruction sets that decide this project's CPU speed the CPU has.
+
+    AVX2 and AVX512 decide which float32 kernels torch runs; AVX512-BF16 or AMX make bf16
+    autocast native (:func:`~rfcn.inference.fast_path.bf16_is_fast`), else it is emulated and
+    slower than float32. Asked of torch (the cpuinfo library torch chooses its kernels with),
+    so the answer holds on every OS, not only where ``/proc/cpuinfo`` exists.
+    """
+    return {
+        "AVX2": torch.cpu._is_avx2_supported(),
+        "AVX512": torch.cpu._is_avx512_supported(),
+        "AVX512-VNNI": torch.cpu._is_vnni_supported(),
+        "AVX512-BF16": torch.cpu._is_avx512_bf16_supported(),
+        "AMX": torch.cpu._is_amx_tile_supported(),
+    }
+
+
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity mask, e.g. under taskset or a
+    container's cpuset), else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def describe_machine(device: torch.device | None = None) -> dict[str, Any]:
     """The hardware and software the numbers come from; the load average tells how busy the
     CPU was when the measurement started."""
     device = device or torch.device("cpu")
     model = cpu_model()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     machine: dict[str, Any] = {
         "cpu_model": model,
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": usable,
+        "usable_cpus": usable_cpus(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "fast_bf16": bf16_is_fast(device),
         "torch_threads": torch.get_num_threads(),

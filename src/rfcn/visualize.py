@@ -1,5 +1,5 @@
 """Pictures of what the detector does: labelled boxes, loss curves, position-sensitive score maps,
-and the learned bin positions of deformable PS-RoI pooling.
+the learned bin positions of deformable PS-RoI pooling, and the light head's thin maps for one RoI.
 
 :func:`draw_detections` needs only numpy and PIL (``rfcn detect`` uses it on the ONNX path,
 which loads no torch); the figures are drawn with matplotlib's object API (no pyplot state).
@@ -363,5 +363,50 @@ def deformable_parts_figure(panels: Sequence[dict[str, Any]], columns: int = 3) 
         axes.set_title(panel["title"], fontsize=10)
         axes.axis("off")
     figure.suptitle("deformable PS-RoI pooling: RoI (yellow), learned bin positions (red)")
+    figure.tight_layout()
+    return _figure_to_image(figure)
+
+
+def thin_maps_figure(
+    image: Image.Image, box: Sequence[float], pooled: np.ndarray, title: str, columns: int = 5
+) -> Image.Image:
+    """Light-Head R-CNN's thin maps as one RoI sees them (Li et al. 2017, §3.2): the image with
+    the RoI and its p×p PSRoIAlign bins, and the alpha channels pooled for it, one p×p tile a
+    channel (tile c, bin (i, j) read thin map (c p + i) p + j): the ``alpha p²`` numbers the
+    R-CNN subnet's fc layer reads.
+
+    Args:
+        image: the input image.
+        box: x1, y1, x2, y2 of the RoI in input pixels.
+        pooled: ``(alpha, p, p)`` the RoI's pooled bins.
+        title: the picture's title (e.g. the detection's class and score).
+        columns: tiles per row.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    alpha, p = pooled.shape[0], pooled.shape[1]
+    columns = min(columns, alpha)
+    rows = math.ceil(alpha / columns)
+    figure = Figure(figsize=(4.5 + 1.6 * columns, max(3.5, 2.1 * rows)), dpi=100)
+    grid = figure.add_gridspec(rows, columns + 3)
+    picture = figure.add_subplot(grid[:, :3])
+    picture.imshow(image)
+    for left, top, right, bottom in shifted_bins(box, np.zeros((p, p, 2))).reshape(-1, 4):
+        picture.add_patch(
+            Rectangle((left, top), right - left, bottom - top, fill=False, color="yellow", lw=0.6)
+        )
+    x1, y1, x2, y2 = (float(v) for v in box)
+    picture.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", lw=2))
+    picture.set_title(title, fontsize=10)
+    picture.axis("off")
+    low, high = float(pooled.min()), float(pooled.max())
+    for channel in range(alpha):
+        tile = figure.add_subplot(grid[channel // columns, 3 + channel % columns])
+        tile.imshow(pooled[channel], cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
+        tile.set_title(f"thin channel {channel}", fontsize=8)
+        tile.set_xticks([])
+        tile.set_yticks([])
+    figure.suptitle(f"{alpha} thin channels × {p}×{p} PSRoIAlign bins pooled for the RoI (red)")
     figure.tight_layout()
     return _figure_to_image(figure)

@@ -1,8 +1,14 @@
+import errno
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from rfcn import files
 from rfcn.config import Config, config_from_dict
 from rfcn.engine import checkpoint
 from rfcn.engine.checkpoint import (
@@ -184,3 +190,75 @@ def test_loading_never_runs_code_from_the_file(tmp_path: Path) -> None:
     torch.save({"model": {}, "config": {}, "format_version": 1, "x": _Payload()}, path)
     with pytest.raises(UserError, match="cannot read checkpoint"):
         load_checkpoint(path)
+
+
+def test_the_seal_is_checked_and_a_sealed_file_still_loads_with_torch(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"model": {"w": torch.arange(1000.0)}, "config": {}, "format_version": 1})
+    assert path.read_bytes()[-76:].startswith(b"rfcn-sha256:")
+    assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.arange(1000.0))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged checkpoint: its SHA-256 differs") as error:
+        load_checkpoint(path)
+    assert error.value.source == str(path)
+
+
+def test_an_unsealed_checkpoint_is_checked_against_its_zip_crcs(tmp_path: Path) -> None:
+    """A file saved before the seal existed: plain torch.save."""
+    path = tmp_path / "old.pt"
+    torch.save({"model": {"w": torch.arange(1000.0)}, "config": {}, "format_version": 1}, path)
+    assert load_checkpoint(path)["model"]["w"][7] == 7
+    data = bytearray(path.read_bytes())
+    data[data.index(torch.arange(1000.0).numpy().tobytes()[400:408])] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"damaged checkpoint: the CRC of its record .*/data/0"):
+        load_checkpoint(path)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"model": {}, "config": {}, "format_version": 1, "iteration": 1})
+    before = path.read_bytes()
+
+    def full(descriptor: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", full)  # the temp file is written, then the disk is full
+    with pytest.raises(
+        UserError,
+        match=r"last\.pt: cannot write the checkpoint: No space left on device; "
+        "the previous file is intact",
+    ):
+        save_checkpoint(path, {"model": {}, "config": {}, "format_version": 1, "iteration": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (root only; skipped elsewhere)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    command = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)]
+    if subprocess.run(command, capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_really_full_disk_keeps_the_previous_checkpoint(small_tmpfs: Path) -> None:
+    path = small_tmpfs / "last.pt"
+    small = {"model": {"w": torch.zeros(1000)}, "config": {}, "format_version": 1}
+    save_checkpoint(path, small)
+    with pytest.raises(UserError, match="No space left on device; the previous file is intact"):
+        save_checkpoint(path, {**small, "model": {"w": torch.zeros(1_000_000)}})
+    assert torch.equal(load_checkpoint(path)["model"]["w"], small["model"]["w"])
+    assert [p.name for p in small_tmpfs.iterdir()] == ["last.pt"]

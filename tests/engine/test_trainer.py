@@ -50,7 +50,7 @@ def test_resume_continues_exactly(make_config: Callable, tmp_path: Path, optimiz
     with deterministic():
         straight = train(cfg, tmp_path / "straight", progress=False)
         seen: dict = {}
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="SIGINT at iteration 3"):
             train(cfg, tmp_path / "resumed", progress=False, callbacks=[_interrupt_at(3, seen)])
         assert load_checkpoint(tmp_path / "resumed" / "last.pt")["iteration"] == 3
         resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
@@ -79,7 +79,7 @@ def test_weight_average_is_delivered_and_resumes_exactly(
 
     with deterministic():
         straight = train(cfg, tmp_path / "straight", progress=False)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="SIGINT at iteration 3"):
             train(cfg, tmp_path / "resumed", progress=False, callbacks=[_interrupt_at(3, {})])
         average = load_checkpoint(tmp_path / "resumed" / "last.pt")["weight_average"]["model"]
         resumed = train(
@@ -105,7 +105,7 @@ def test_weight_average_is_delivered_and_resumes_exactly(
     # A run trained without an average and resumed with one: the average starts from the
     # resumed weights (update 1 of the schedule), not from the random initial ones.
     with deterministic():
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="SIGINT at iteration 5"):
             interrupt = _interrupt_at(5, {})
             train(make_config(), tmp_path / "late", progress=False, callbacks=[interrupt])
         average = load_checkpoint(tmp_path / "late" / "last.pt")["model"]
@@ -120,7 +120,7 @@ def test_weight_average_is_delivered_and_resumes_exactly(
 
 def test_ctrl_c_saves_the_interrupted_state(make_config: Callable, tmp_path: Path) -> None:
     seen: dict = {}
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="SIGINT at iteration 2"):
         train(make_config(), tmp_path, progress=False, callbacks=[_interrupt_at(2, seen)])
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["iteration"] == 2 and state["stage"] == "end_to_end"

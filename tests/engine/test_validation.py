@@ -89,7 +89,7 @@ def test_a_resumed_run_keeps_its_best_so_far(make_config: Callable, tmp_path: Pa
 
     with deterministic():
         straight = train(cfg, tmp_path / "straight", progress=False)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt, match="SIGINT at iteration 3"):
             train(cfg, tmp_path / "resumed", progress=False, callbacks=[interrupt])
         state = load_checkpoint(tmp_path / "resumed" / "last.pt")
         first = _validations(straight.history)[0]

@@ -23,7 +23,7 @@ class StripeDetector(nn.Module):
     """A stand-in model: one box around the bright columns of each image, label 1.
 
     The score is ``min_size / 1000`` of the transform in use, so a test can tell which scale
-    produced a detection; every call is recorded.
+    produced a detection; every call is recorded, and the boxes it returned, in ``found``.
     """
 
     def __init__(self) -> None:
@@ -31,6 +31,7 @@ class StripeDetector(nn.Module):
         self.anchor = nn.Parameter(torch.zeros(()))
         self.transform = RFCNTransform((600,), 1000, 32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
         self.calls: list[tuple[int, int, list[tuple[int, ...]]]] = []
+        self.found: list[list[float]] = []
 
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         self.calls.append(
@@ -49,6 +50,7 @@ class StripeDetector(nn.Module):
                     "scores": torch.tensor([self.transform.min_size[-1] / 1000.0]),
                 }
             )
+            self.found.append(box.tolist())
         return outputs
 
 
@@ -109,12 +111,16 @@ def test_only_images_that_pad_alike_share_a_forward_pass() -> None:
 
 def test_flip_maps_boxes_back_and_merges_them() -> None:
     model = StripeDetector()
-    predictor = Predictor(model, ["stripe"], flip=True)
-    detections = predictor(stripe_image(width=64, start=10, stop=20))
-    # The flipped image has the stripe at 44..54; mapped back it is the same box, which NMS
-    # merges into one detection. A wrong mapping would leave two.
-    np.testing.assert_allclose(detections.boxes, [[10.0, 0.0, 20.0, 8.0]])
-    assert len(model.calls) == 2
+    image = stripe_image(width=64, start=10, stop=20)
+    # No merging (NMS at IoU 1 suppresses nothing): the flipped run found the stripe at
+    # columns 44..53, x 44..54, and mapped back it is exactly the first run's box; a flip off
+    # by one pixel (x 9..19, IoU 0.82 with it) would differ here.
+    unmerged = Predictor(model, ["stripe"], flip=True, nms_thresh=1.0)(image)
+    assert model.found == [[10.0, 0.0, 20.0, 8.0], [44.0, 0.0, 54.0, 8.0]]
+    np.testing.assert_array_equal(unmerged.boxes, [[10.0, 0.0, 20.0, 8.0]] * 2)
+    # At the predictor's NMS the two coincide and merge into one.
+    merged = Predictor(model, ["stripe"], flip=True)(image)
+    np.testing.assert_array_equal(merged.boxes, [[10.0, 0.0, 20.0, 8.0]])
 
 
 def test_multi_scale_sets_and_restores_the_transform_size() -> None:

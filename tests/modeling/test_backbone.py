@@ -35,7 +35,7 @@ def test_frozen_bn_and_freeze_at():
     trainable = build_backbone("resnet18", frozen_bn=False, freeze_at=0)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in trainable.modules())
     assert all(p.requires_grad for p in trainable.parameters())
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=r"model\.freeze_at: must be 0, 1 or 2, got 3"):
         build_backbone("resnet18", freeze_at=3)
 
 

@@ -197,7 +197,7 @@ def test_ohem_ranking_pass_gives_the_single_pass_losses_and_gradients() -> None:
 
 
 def test_ranking_pass_leaves_batchnorm_statistics_alone() -> None:
-    from rfcn.modeling.c4_baseline import kept_running_stats
+    from rfcn.modeling.heads import kept_running_stats
 
     layer = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
     before = {name: b.clone() for name, b in layer.named_buffers()}

@@ -41,7 +41,7 @@ def test_matcher_without_ground_truth():
 
 
 def test_matcher_rejects_inconsistent_thresholds():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"bg_iou_high <= fg_iou, got 0\.0, 0\.7, 0\.3"):
         Matcher(0.3, 0.7)
 
 

@@ -1,9 +1,11 @@
 import pytest
 import torch
+from overfit import LABEL, Overfit
 
 from rfcn.config import ModelConfig
 from rfcn.engine.stages import parameter_group
 from rfcn.modeling.rfcn import build_model
+from rfcn.ops.boxes import box_iou
 
 NUM_CLASSES = 3
 
@@ -74,10 +76,12 @@ def test_train_parts_select_the_losses():
     assert set(losses) == {"loss_cls", "loss_box"}
     sum(losses.values()).backward()
     assert all(p.grad is None for p in model.rpn.parameters())
-    with pytest.raises(ValueError):
+    with pytest.raises(
+        ValueError, match=r"non-empty subset of \('rpn', 'head'\), got \('rpn', 'box'\)"
+    ):
         model.train_parts = ("rpn", "box")
-    with pytest.raises(ValueError):
-        model(images)  # training without targets
+    with pytest.raises(ValueError, match="training needs targets"):
+        model(images)
 
 
 def test_training_without_objects():
@@ -295,3 +299,54 @@ def test_deformable_resnet101_k7_adds_the_original_offset_layers():
     conv5 = 3 * (512 * 72 * 9 + 72)
     assert sum(p.numel() for p in model.offset_parameters()) == head + conv5 == 3_205_444
     assert sum(p.numel() for p in model.parameters()) == 50_691_706 + 3_205_444
+
+
+def test_ohem_trains_on_the_mean_of_each_images_top_b_losses(monkeypatch):
+    """Known per-RoI losses in, the hand-computed OHEM losses out: per image the B RoIs of
+    largest class + box loss, the class and box losses of all picks summed and divided by
+    their count (box ones times lambda). Every loss of image 0 exceeds every loss of image 1,
+    so a selection over the whole batch takes image 0's alone; the box losses reorder the
+    class losses, so ranking on the class loss alone picks other RoIs."""
+    torch.manual_seed(0)
+    batch = 3
+    model = build_model(_tiny_config(ohem_batch_per_image=batch, box_loss_weight=2.0)).train()
+    model.train_parts = ("head",)
+    images, targets = _images_and_targets()
+    generator = torch.Generator().manual_seed(0)
+    proposals = [
+        torch.tensor([[0.0, 0.0, 40.0, 40.0]]) + 50 * torch.rand(7, 4, generator=generator)
+        for _ in images
+    ]
+    seen = {}
+
+    def known_losses(conv5, rois, labels, target_deltas):
+        values = torch.Generator().manual_seed(1)
+        cls = torch.rand(len(rois), generator=values) + 10.0 * (rois[:, 0] == 0)
+        box = 2.0 * torch.rand(len(rois), generator=values)
+        seen.update(image=rois[:, 0].tolist(), cls=cls.tolist(), box=box.tolist())
+        return cls, box
+
+    monkeypatch.setattr(model, "_per_roi_losses", known_losses)
+    losses = model(images, targets, proposals=proposals)
+    picked = []
+    for image in (0, 1):
+        rows = [i for i, b in enumerate(seen["image"]) if b == image]
+        assert len(rows) > batch  # 7 proposals and the ground-truth boxes
+        picked += sorted(rows, key=lambda i: seen["cls"][i] + seen["box"][i], reverse=True)[:batch]
+    expected_cls = sum(seen["cls"][i] for i in picked) / len(picked)
+    expected_box = 2.0 * sum(seen["box"][i] for i in picked) / len(picked)
+    assert losses["loss_cls"].item() == pytest.approx(expected_cls, rel=1e-6)
+    assert losses["loss_box"].item() == pytest.approx(expected_box, rel=1e-6)
+
+
+def test_a_tiny_model_overfits_one_image_and_finds_its_box(overfit_square: Overfit) -> None:
+    """Learning at all: :mod:`overfit`'s AdamW steps on one image with one red square (about a
+    second). A sign error in a loss, targets matched to the wrong boxes or boxes decoded
+    wrongly would leave the loss high or the detection off the square."""
+    history = overfit_square.history
+    # OHEM and the RPN's sampling make single steps noisy: compare the last five with the first
+    assert sum(history[-5:]) / 5 < 0.5 * history[0], history
+    with torch.no_grad():
+        best = overfit_square.model([overfit_square.image])[0]
+    assert best["labels"][0].item() == LABEL
+    assert box_iou(best["boxes"][:1], overfit_square.box).item() > 0.5, best["boxes"][:1]

@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 from torch import Tensor
 
@@ -71,6 +74,25 @@ def test_losses_with_and_without_ground_truth():
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert all(p.grad is not None for p in head.parameters())
+
+
+def test_losses_hand_worked_for_one_box_matching_one_anchor():
+    """2x2 map of 16 px anchors: [0, 0, 16, 16], [16, 0, 32, 16], [0, 16, 16, 32], [16, 16,
+    32, 32]. The box [2, 1, 18, 17] overlaps anchor 0 at IoU 210 / 302 = 0.70 - below 0.7, so
+    anchor 0 is positive as the box's best anchor - and the others below 0.3 (negatives).
+    With 4 anchors sampled per image all four are taken: S = 4."""
+    objectness = torch.tensor([[[[2.0, -1.0], [0.5, 0.0]]]])  # anchors 0, 1 / 2, 3
+    deltas = torch.full((1, 4, 2, 2), 9.0)  # negatives' deltas: no loss whatever they are
+    # anchor 0: the box's targets are (2/16, 1/16, log 1, log 1) with weights 1
+    deltas[0, :, 0, 0] = torch.tensor([0.125 + 0.5, 0.0625, 0.0, -0.05])
+    rpn = _rpn(FixedHead(objectness, deltas)).train()
+    _, losses = rpn(torch.zeros(1, 1, 2, 2), [(32, 32)], [torch.tensor([[2.0, 1.0, 18.0, 17.0]])])
+    bce = math.log(1 + math.exp(-2.0)) + math.log(1 + math.exp(-1.0))  # anchor 0 (1), 1 (0)
+    bce += math.log(1 + math.exp(0.5)) + math.log(2.0)  # anchors 2 and 3 (label 0)
+    beta = 1 / 9  # smooth-L1: |d| - beta/2 above beta, d²/(2 beta) below
+    smooth_l1 = (0.5 - beta / 2) + 0.05**2 / (2 * beta)
+    assert losses["loss_rpn_cls"].item() == pytest.approx(bce / 4, rel=1e-5)
+    assert losses["loss_rpn_box"].item() == pytest.approx(smooth_l1 / 4, rel=1e-5)
 
 
 def test_channel_4a_plus_d_moves_anchor_a():

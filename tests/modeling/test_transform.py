@@ -1,5 +1,7 @@
 import torch
 
+from rfcn.config import ModelConfig
+from rfcn.modeling.rfcn import build_model
 from rfcn.modeling.transform import RFCNTransform
 
 
@@ -48,3 +50,20 @@ def test_padded_size_is_the_shape_the_image_gets_alone():
     # 30x40 and 31x41 both become 60x80 (60x81): they pad alike; 30x64 (60x100) does not
     assert transform.padded_size(30, 40) == transform.padded_size(31, 41) == (64, 96)
     assert transform.padded_size(30, 64) == (64, 128)
+
+
+def test_each_channel_has_its_own_statistics_and_the_defaults_are_imagenets():
+    config = ModelConfig(backbone="resnet18", backbone_width=8, num_classes=1, k=1,
+                         head_channels=8, min_size=(32,), max_size=32)  # fmt: skip
+    assert config.image_mean == (0.485, 0.456, 0.406)  # ImageNet RGB, torchvision's order
+    assert config.image_std == (0.229, 0.224, 0.225)
+    transform = build_model(config).transform  # the statistics as the model gets them
+    red, green, blue = 0.7, 0.2, 0.5
+    image = torch.tensor([red, green, blue]).view(3, 1, 1).expand(3, 32, 32)
+    batch, _ = transform.eval()([image])
+    expected = [(red - 0.485) / 0.229, (green - 0.456) / 0.224, (blue - 0.406) / 0.225]
+    height, width = batch.image_sizes[0]
+    for channel, value in enumerate(expected):
+        torch.testing.assert_close(
+            batch.tensor[0, channel, :height, :width], torch.full((height, width), value)
+        )

@@ -1,7 +1,9 @@
 """Slow, obviously-correct float64 loops for position-sensitive RoI pooling (test reference).
 
 They follow the definitions in ``rfcn.ops.ps_roi_pool`` one bin and one pixel at a time, with the
-same arithmetic order for bin edges, so they agree with the vectorised op to rounding error.
+same arithmetic order for bin edges, so they agree with the vectorised op to rounding error. The
+bilinear loops are built from torch scalar operations, so autograd through them gives reference
+gradients for the features.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def reference_original_layer(
     return out
 
 
-def _bilinear(plane: Tensor, y: float, x: float) -> float:
+def _bilinear(plane: Tensor, y: float, x: float) -> Tensor | float:
     """RoIAlign's bilinear sample: 0 outside [-1, H] x [-1, W], clamped to the map inside it."""
     height, width = plane.shape
     if y < -1.0 or y > height or x < -1.0 or x > width:
@@ -92,10 +94,10 @@ def _bilinear(plane: Tensor, y: float, x: float) -> float:
     ly, lx = y - y_low, x - x_low
     hy, hx = 1.0 - ly, 1.0 - lx
     return (
-        hy * hx * plane[y_low, x_low].item()
-        + hy * lx * plane[y_low, x_high].item()
-        + ly * hx * plane[y_high, x_low].item()
-        + ly * lx * plane[y_high, x_high].item()
+        hy * hx * plane[y_low, x_low]
+        + hy * lx * plane[y_low, x_high]
+        + ly * hx * plane[y_high, x_low]
+        + ly * lx * plane[y_high, x_high]
     )
 
 
@@ -103,7 +105,7 @@ def reference_ps_roi_align(
     features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
 ) -> Tensor:
     """Mean of sampling_ratio² bilinear samples per bin, RoI edges ``v * scale - 0.5``."""
-    maps = features.detach().to(torch.float64)
+    maps = features.to(torch.float64)
     num_classes = maps.shape[1] // (k * k)
     out = torch.zeros(len(rois), num_classes, k, k, dtype=torch.float64)
     for r, (batch, *box) in enumerate(rois.tolist()):
@@ -121,4 +123,46 @@ def reference_ps_roi_align(
                             x = x0 + j * bin_w + (sx + 0.5) * bin_w / sampling_ratio
                             total += _bilinear(plane, y, x)
                     out[r, c, i, j] = total / sampling_ratio**2
+    return out
+
+
+def _zero_padded_bilinear(plane: Tensor, y: float, x: float) -> Tensor:
+    """Light-Head R-CNN's read: taps floor and floor + 1 in each axis, weights ``1 - frac`` and
+    ``frac``, a tap outside the map reading 0 (no clamping)."""
+    height, width = plane.shape
+    y_low, x_low = math.floor(y), math.floor(x)
+    total = plane.new_zeros(())
+    for tap_y, weight_y in ((y_low, 1.0 - (y - y_low)), (y_low + 1, y - y_low)):
+        for tap_x, weight_x in ((x_low, 1.0 - (x - x_low)), (x_low + 1, x - x_low)):
+            if 0 <= tap_y < height and 0 <= tap_x < width:
+                total = total + weight_y * weight_x * plane[tap_y, tap_x]
+    return total
+
+
+def reference_ps_roi_align_max(
+    features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """Light-Head R-CNN's PSAlignPool kernel: RoI edges ``v * scale`` (no -0.5), size
+    ``max(end - start, 0)``, sample ``start + bin * (i + (1/s) * (p + 0.5))``, the bin the first
+    of its largest samples (the kernel's strict ``>``)."""
+    maps = features.to(torch.float64)
+    num_classes = maps.shape[1] // (k * k)
+    out = torch.zeros(len(rois), num_classes, k, k, dtype=torch.float64)
+    for r, (batch, *box) in enumerate(rois.tolist()):
+        x0, y0, x1, y1 = (v * spatial_scale for v in box)
+        bin_h = max(y1 - y0, 0.0) / k
+        bin_w = max(x1 - x0, 0.0) / k
+        for c in range(num_classes):
+            for i in range(k):
+                for j in range(k):
+                    plane = maps[int(batch), (c * k + i) * k + j]
+                    best = None
+                    for sy in range(sampling_ratio):
+                        y = y0 + bin_h * (i + (1.0 / sampling_ratio) * (sy + 0.5))
+                        for sx in range(sampling_ratio):
+                            x = x0 + bin_w * (j + (1.0 / sampling_ratio) * (sx + 0.5))
+                            value = _zero_padded_bilinear(plane, y, x)
+                            if best is None or value.item() > best.item():
+                                best = value
+                    out[r, c, i, j] = best
     return out

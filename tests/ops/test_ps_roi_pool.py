@@ -12,6 +12,7 @@ import torchvision
 from ps_roi_reference import (
     reference_original_layer,
     reference_ps_roi_align,
+    reference_ps_roi_align_max,
     reference_ps_roi_pool,
 )
 from roi_cases import assert_each_channel_feeds_only_its_own_output_and_bin, mixed_rois
@@ -23,10 +24,11 @@ from rfcn.ops.ps_roi_pool import PSRoIPool
 # `rfcn.ops.ps_roi_pool` is the function (as torchvision.ops); the module, for monkeypatching:
 ps_roi_pool_module = importlib.import_module("rfcn.ops.ps_roi_pool")
 
-MODES = ("pool", "align")
+MODES = ("pool", "align", "align_max")
+ALIGN_REFERENCES = {"align": reference_ps_roi_align, "align_max": reference_ps_roi_align_max}
 
 
-@pytest.fixture(params=["pool", "align", "pool-plain", "align-plain"])
+@pytest.fixture(params=[*MODES, *(f"{mode}-plain" for mode in MODES)])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The mode under test; "-plain" runs the plain operations used while exporting, tracing or
     compiling instead of the eager ``embedding_bag`` path."""
@@ -41,7 +43,7 @@ def _run_eagerly(monkeypatch: pytest.MonkeyPatch, eager: bool) -> None:
 def _reference(features: Tensor, rois: Tensor, k: int, scale: float, mode: str) -> Tensor:
     if mode == "pool":
         return reference_ps_roi_pool(features, rois, k, scale)
-    return reference_ps_roi_align(features, rois, k, scale, sampling_ratio=2)
+    return ALIGN_REFERENCES[mode](features, rois, k, scale, 2)
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
@@ -59,16 +61,42 @@ def test_matches_float64_loop(mode: str, k: int) -> None:
     torch.testing.assert_close(actual32, expected.float(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mode", ALIGN_REFERENCES)
 @pytest.mark.parametrize("eager", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [1, 3])
 def test_align_sampling_ratio_matches_loop(
-    sampling_ratio: int, eager: bool, monkeypatch: pytest.MonkeyPatch
+    mode: str, sampling_ratio: int, eager: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _run_eagerly(monkeypatch, eager)
-    features = torch.randn(2, 18, 7, 8, generator=torch.Generator().manual_seed(5))
+    features = torch.randn(2, 18, 7, 8, generator=torch.Generator().manual_seed(5)).double()
     rois = mixed_rois(7, 8, 2)
-    expected = reference_ps_roi_align(features, rois, 3, 0.5, sampling_ratio)
-    actual = ps_roi_pool(features.double(), rois, 3, 0.5, "align", sampling_ratio)
+    expected = ALIGN_REFERENCES[mode](features, rois, 3, 0.5, sampling_ratio)
+    actual = ps_roi_pool(features, rois, 3, 0.5, mode, sampling_ratio)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ALIGN_REFERENCES)
+@pytest.mark.parametrize("eager", [False, True])
+def test_align_gradients_match_the_loop(
+    mode: str, eager: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both bilinear forms back-propagate as autograd through the float64 loop: the average
+    to every sample's taps, the maximum to the chosen sample's taps only."""
+    _run_eagerly(monkeypatch, eager)
+    generator = torch.Generator().manual_seed(21)
+    features = torch.randn(2, 18, 7, 8, dtype=torch.float64, generator=generator)
+    rois = mixed_rois(7, 8, 4)
+    upstream = torch.randn(len(rois), 2, 3, 3, dtype=torch.float64, generator=generator)
+
+    def gradient(pool: Callable[[Tensor], Tensor]) -> Tensor:
+        leaf = features.clone().requires_grad_()
+        (pool(leaf) * upstream).sum().backward()
+        assert leaf.grad is not None
+        return leaf.grad
+
+    expected = gradient(lambda x: ALIGN_REFERENCES[mode](x, rois, 3, 0.25, 2))
+    actual = gradient(lambda x: ps_roi_pool(x, rois, 3, 0.25, mode))
+    assert expected.abs().max() > 0.1
     torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
 
 
@@ -223,7 +251,10 @@ def test_position_sensitivity(mode: str) -> None:
     """An object part at the RoI's top-left is scored by bin (0, 0); shifted to the bottom-right,
     by bin (k-1, k-1); a top-left part seen only by the bottom-right maps scores nothing."""
     k = 3
-    rois = torch.tensor([[0, 0.0, 0.0, 9.0, 9.0]])
+    # "align_max" reads pixel p at coordinate p, the others at p + 0.5: the same pixels are
+    # inside the RoI when its edges move half a pixel.
+    edge = -0.5 if mode == "align_max" else 0.0
+    rois = torch.tensor([[0, edge, edge, 9.0 + edge, 9.0 + edge]])
 
     def blob_at(top: int, left: int, channels: slice) -> Tensor:
         features = torch.zeros(1, k * k, 9, 9)
@@ -270,6 +301,22 @@ def test_align_hand_worked_4x4(eager: bool, monkeypatch: pytest.MonkeyPatch) -> 
     rois = torch.tensor([[0, -2.0, 0.0, 2.0, 4.0], [0, 0.0, 0.0, 1.0, 4.0]])
     out = ps_roi_pool(features, rois, 1, 1.0, "align", sampling_ratio=2)
     torch.testing.assert_close(out.flatten(), torch.tensor([3.25, 6.125]))
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_align_max_hand_worked_4x4(eager: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # k=1, sampling_ratio=2, scale 1, channel 0 = 4y + x, no half-pixel offset.
+    # RoI 1: (0, 0, 2, 4) -> samples x = 0.5, 1.5 and y = 1, 3: 4.5, 5.5, 12.5, 13.5; max 13.5
+    # (the official kernel doubles a sample on a pixel row, giving 27: module docstring).
+    # RoI 2: (2, 2, 6, 6) -> samples x, y = 3, 5; (3, 3) reads 15, the others read outside: 15.
+    # RoI 2 on -(4y + x): the zeros read outside beat -15: 0.
+    _run_eagerly(monkeypatch, eager)
+    features = _ramp_features()[:, :1]
+    rois = torch.tensor([[0, 0.0, 0.0, 2.0, 4.0], [0, 2.0, 2.0, 6.0, 6.0]])
+    out = ps_roi_pool(features, rois, 1, 1.0, "align_max", sampling_ratio=2)
+    torch.testing.assert_close(out.flatten(), torch.tensor([13.5, 15.0]))
+    negated = ps_roi_pool(-features, rois[1:], 1, 1.0, "align_max", sampling_ratio=2)
+    assert negated.flatten().tolist() == [0.0]
 
 
 def test_no_rois_gives_empty_output(mode: str) -> None:

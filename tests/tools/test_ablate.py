@@ -4,10 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from ground_truth import score_ground_truth
 
 from rfcn.config import TEST_TIME_SETTINGS, config_to_dict
 from rfcn.errors import UserError
-from rfcn.tools import ablate
+from rfcn.tools import ablate, demo
 from rfcn.tools.demo import demo_config
 
 
@@ -97,3 +98,33 @@ def test_quick_ablation_with_seeds_resumes_and_summarises(
         "model.ps_roi_mode=pool",
     ]
     assert "mean ± sd over seeds" in printed and "every run" in printed
+
+
+@pytest.mark.slow
+def test_the_torchvision_and_light_head_rows_train_save_and_score(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchvision's Faster R-CNN and the light head go through the same trainer, checkpoint
+    and evaluator. Two iterations find nothing, so each run scores the test split's ground
+    truth as its detections (the model still runs): every row must report exactly 1."""
+    out = tmp_path / "ablation"
+    argv = ["--out", str(out), "--quick", "--threads", "1", "--no-progress",
+            "--iterations", "2", "--variants", "tv_faster_rcnn", "light_head"]  # fmt: skip
+    assert "tv_faster_rcnn" in ablate.VARIANTS
+    score_ground_truth(monkeypatch, demo)  # --jobs 1: the runs go in this process
+    threads = torch.get_num_threads()
+    try:
+        assert ablate.run(_parse(argv)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    runs = json.loads((out / "ablation.json").read_text())["runs"]
+    for variant in ("light_head", "tv_faster_rcnn"):
+        (row,) = runs[variant]
+        scores = [row[key] for key in ("voc07_mAP50", "coco_AP", "recall50")]
+        assert scores == [1.0, 1.0, 1.0], variant
+    (run,) = runs["tv_faster_rcnn"]
+    assert run["iterations"] == 2
+    assert run["coco_AP"] is not None and run["recall50_small"] is not None
+    saved = torch.load(Path(run["folder"]) / "model_final.pt", weights_only=True)
+    assert saved["config"]["model"]["head"] == "torchvision"
+    assert any(name.startswith("head.box_head.") for name in saved["model"])

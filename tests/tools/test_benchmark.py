@@ -28,6 +28,14 @@ def test_settings_quick_then_explicit_flags() -> None:
     assert not full.c4_training
     assert full.deformable and full.deformable_roi_counts == (300, 2000)
     assert not benchmark.settings_from_args(_parse(["--out", "x", "--no-deformable"])).deformable
+    assert full.heads and not full.heads_only
+    assert (full.heads_backbones, full.heads_num_classes) == (("resnet50", "resnet101"), (20, 80))
+    assert full.heads_roi_counts == (300, 2000)
+    assert settings.heads_backbones == ("resnet18",)
+    heads = benchmark.settings_from_args(
+        _parse(["--out", "x", "--heads-only", "--heads-backbones", "resnet18,resnet34"])
+    )
+    assert heads.heads_only and heads.heads_backbones == ("resnet18", "resnet34")
     assert (full.ps_roi_mode, full.rfcn_only) == (None, False)
     align = benchmark.settings_from_args(
         _parse(["--out", "x", "--ps-roi-mode", "align", "--rfcn-only"])
@@ -48,10 +56,12 @@ def test_settings_quick_then_explicit_flags() -> None:
         ["--repeats", "0"],
         ["--ps-roi-mode", "max"],
         ["--ps-roi-sampling-ratio", "0"],
+        ["--heads-backbones", "vgg16"],
+        ["--heads-num-classes", "0"],
     ],
 )
 def test_bad_flags_are_refused(bad: list[str]) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match=r"^2$"):  # argparse's usage error
         _parse(["--out", "x", *bad])
 
 
@@ -83,9 +93,11 @@ def test_quick_benchmark_writes_the_documented_json(tmp_path: Path, capsys) -> N
     out = tmp_path / "bench.json"
     argv = ["--quick", "--size", "96", "--roi-counts", "8,16", "--train-roi-counts", "16"]
     argv += ["--repeats", "2", "--deformable-roi-counts", "8,16", "--out", str(out)]
+    argv += ["--heads-num-classes", "2", "--heads-roi-counts", "8"]
     assert benchmark.run(_parse(argv)) == 0
     result = json.loads(out.read_text())
     assert set(result) == {
+        "heads",
         "deformable",
         "format_version",
         "machine",
@@ -236,3 +248,33 @@ def test_benchmark_runs_a_checkpoint_on_a_picture(tmp_path: Path) -> None:
     assert "deformable" not in result
     with pytest.raises(UserError, match="not found"):
         benchmark.run(_parse([*argv[:-2], "--image", str(tmp_path / "no.png"), "--out", str(out)]))
+
+
+def test_heads_side_by_side_alone(tmp_path: Path, capsys) -> None:
+    """R-FCN, the light head, C4 and torchvision's FPN at two C, FLOPs and ratios over R-FCN."""
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--heads-only", "--size", "64", "--heads-num-classes", "2,5"]
+    argv += ["--heads-roi-counts", "4,8", "--repeats", "1", "--out", str(out)]
+    assert benchmark.run(_parse(argv)) == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"format_version", "machine", "settings", "heads"}
+    results = result["heads"]["results"]["resnet18"]
+    assert set(results) == {"2", "5"}
+    for detectors in results.values():
+        assert list(detectors) == ["rfcn", "light_head", "c4", "tv_fpn"]
+        for case in detectors.values():
+            assert set(case["head"]) == set(case["pipeline_given_rois"]) == {"4", "8"}
+            assert all(case["head"][n]["flops"] > 0 for n in ("4", "8"))
+            assert _medians(case) and all(m > 0 for m in _medians(case))
+        # per-RoI layers: twice the RoIs, twice their FLOPs; R-FCN's voting has none
+        c4 = detectors["c4"]["head"]
+        assert c4["8"]["flops"] == 2 * c4["4"]["flops"]
+        assert detectors["rfcn"]["head"]["8"]["flops"] == detectors["rfcn"]["head"]["4"]["flops"]
+    # R-FCN's score maps grow with C: (C + 1) k^2 channels
+    assert results["5"]["rfcn"]["head"]["4"]["flops"] > results["2"]["rfcn"]["head"]["4"]["flops"]
+    over = result["heads"]["over_rfcn"]["resnet18"]["5"]["light_head"]["8"]
+    light, rfcn = results["5"]["light_head"]["head"]["8"], results["5"]["rfcn"]["head"]["8"]
+    assert over["head_flops"] == pytest.approx(light["flops"] / rfcn["flops"])
+    assert over["head"] == pytest.approx(light["time"]["median_ms"] / rfcn["time"]["median_ms"])
+    table = capsys.readouterr().out
+    assert "| resnet18 | 5 | 8 | light head |" in table and "torchvision FPN" in table

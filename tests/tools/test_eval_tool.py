@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from deploy_fixtures import record_batches, tiny_config, write_checkpoint, write_voc_test_split
+from overfit import Overfit, one_thread, write_overfit_run
 from process_group import act_as_torchrun_process, free_port
 
 from rfcn.cli import main
@@ -97,8 +98,22 @@ def test_voc_results_round_trip_through_rfcn_evaluate(
         detections, list(CLASS_NAMES), "voc07", dataset_root=root, split=TEST_SPLIT
     ).metrics
     assert in_memory == metrics
-    assert 0.0 <= metrics["mAP"] <= 1.0 and set(metrics["AP"]) <= set(CLASS_NAMES)
+    # not 0 == 0: the random model finds a triangle or two (its trained counterpart is below)
+    assert metrics["mAP"] > 0.0 and set(metrics["AP"]) <= set(CLASS_NAMES)
     assert "mAP" in capsys.readouterr().out
+
+
+def test_a_trained_checkpoint_finds_the_object_it_learned(
+    overfit_square: Overfit, tmp_path: Path
+) -> None:
+    """A real trained checkpoint (:mod:`overfit`) on the image it was trained on: its top
+    square detection is the square, so AP 1.0, which a head that ranks or places boxes wrongly,
+    a wrong label mapping or a results file written or read back wrongly would not score."""
+    config, weights = write_overfit_run(overfit_square, tmp_path / "run")
+    with one_thread():
+        assert run_eval(config, weights, tmp_path / "eval") == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics == {"mAP": 1.0, "AP": {"circle": None, "square": 1.0}}  # circle: no object
 
 
 def test_coco_results_round_trip(setup: tuple[Config, Path, Path], tmp_path: Path) -> None:
@@ -133,12 +148,22 @@ def test_coco_results_round_trip(setup: tuple[Config, Path, Path], tmp_path: Pat
 def test_multi_scale_and_flip_options_reach_the_predictor(
     setup: tuple[Config, Path, Path], tmp_path: Path
 ) -> None:
+    """Each option alone changes the detections, and the two together differ from either
+    alone: an option that did not take effect would leave a pair of results files equal."""
     _, config, weights = setup
-    assert run_eval(config, weights, tmp_path / "single") == 0
-    assert run_eval(config, weights, tmp_path / "tta", "--scales", "96", "128", "--flip") == 0
-    single = (tmp_path / "single" / "results" / "comp4_det_test_circle.txt").read_text()
-    augmented = (tmp_path / "tta" / "results" / "comp4_det_test_circle.txt").read_text()
-    assert single != augmented
+    runs = {
+        "single": (),
+        "scales": ("--scales", "96", "128"),
+        "flip": ("--flip",),
+        "both": ("--scales", "96", "128", "--flip"),
+    }
+    results = {}
+    for name, flags in runs.items():
+        assert run_eval(config, weights, tmp_path / name, *flags) == 0
+        results[name] = (tmp_path / name / "results" / "comp4_det_test_circle.txt").read_text()
+    assert results["scales"] != results["single"]
+    assert results["flip"] != results["single"]
+    assert results["both"] != results["scales"] and results["both"] != results["flip"]
 
 
 @pytest.mark.parametrize(

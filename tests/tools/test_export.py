@@ -17,9 +17,10 @@ from PIL import Image
 
 from rfcn.cli import main
 from rfcn.data.synthetic import CLASS_NAMES, ensure_synthetic_dataset
-from rfcn.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
+from rfcn.engine.checkpoint import load_checkpoint, load_model, model_state, save_checkpoint
 from rfcn.inference.export import DEFAULT_OPSET, compare_with_onnx
 from rfcn.inference.onnx_predictor import METADATA_CLASS_NAMES, METADATA_CONFIG
+from rfcn.modeling.rfcn import build_model
 
 pytestmark = pytest.mark.slow
 
@@ -176,3 +177,28 @@ def test_test_time_options_export_at_parity(tmp_path: Path, test_time: dict) -> 
     cfg = tiny_config(tmp_path / "data", **test_time)
     data = ensure_synthetic_dataset(tmp_path / "data", cfg.data)
     _exports_at_parity(tmp_path, write_checkpoint(tmp_path / "model.pt", cfg), data)
+
+
+def test_light_head_exports_at_parity(tmp_path: Path) -> None:
+    """Light-Head R-CNN's head at small sizes: the large separable conv, PSRoIAlign taking the
+    maximum of its samples ("align_max", a ReduceMax in the graph) and the fc layers."""
+    cfg = tiny_config(
+        tmp_path / "data",
+        head="light_head",
+        ps_roi_mode="align_max",
+        box_mode="class",
+        light_head_alpha=4,
+        light_head_mid_channels=16,
+        light_head_kernel=7,
+        light_head_fc_channels=64,
+    )
+    data = ensure_synthetic_dataset(tmp_path / "data", cfg.data)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    with torch.no_grad():  # well-separated scores, as write_checkpoint draws for R-FCN
+        model.head.fc.weight.normal_(std=0.2)
+        model.head.cls_score.weight.normal_(std=0.5)
+    weights = tmp_path / "light_head.pt"
+    save_checkpoint(weights, {**model_state(model, cfg, list(CLASS_NAMES)), "iteration": 0})
+    operators = _exports_at_parity(tmp_path, weights, data)
+    assert "ReduceMax" in operators

@@ -109,6 +109,65 @@ def deformable_overheads(
     }
 
 
+def heads_over_rfcn(results: dict[str, Any]) -> dict[str, Any]:
+    """Each detector's figures over R-FCN's, per backbone, C and N, from the ``results`` of
+    :func:`rfcn.benchmark.heads.head_comparison`: ``head`` and ``pipeline_given_rois`` from the
+    wall-clock medians, ``head_cpu`` from the process-CPU ones, ``head_flops``."""
+
+    def ratios(case: dict[str, Any], reference: dict[str, Any], key: str) -> dict[str, float]:
+        head, ref_head = case["head"][key], reference["head"][key]
+        pipeline, ref_pipeline = (
+            case["pipeline_given_rois"][key],
+            reference["pipeline_given_rois"][key],
+        )
+        return {
+            "head": head["time"]["median_ms"] / ref_head["time"]["median_ms"],
+            "head_cpu": head["time"]["cpu_median_ms"] / ref_head["time"]["cpu_median_ms"],
+            "head_flops": head["flops"] / ref_head["flops"],
+            "pipeline_given_rois": pipeline["time"]["median_ms"]
+            / ref_pipeline["time"]["median_ms"],
+        }
+
+    return {
+        backbone: {
+            classes: {
+                name: {key: ratios(case, detectors["rfcn"], key) for key in case["head"]}
+                for name, case in detectors.items()
+                if name != "rfcn"
+            }
+            for classes, detectors in by_classes.items()
+        }
+        for backbone, by_classes in results.items()
+    }
+
+
+HEAD_TITLES = {"rfcn": "R-FCN", "light_head": "light head", "c4": "C4", "tv_fpn": "torchvision FPN"}
+
+
+def _heads_lines(heads: dict[str, Any]) -> list[str]:
+    """Markdown rows of the heads side by side: FLOPs, medians and the ratios over R-FCN."""
+    lines = [
+        "",
+        "| backbone | C | RoIs | detector | head GFLOPs | head ms | pipeline ms (given RoIs) "
+        "| head x R-FCN | pipeline x R-FCN |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for backbone, by_classes in heads["results"].items():
+        for classes, detectors in by_classes.items():
+            for key in detectors["rfcn"]["head"]:
+                for name, case in detectors.items():
+                    head = case["head"][key]
+                    over = heads["over_rfcn"][backbone][classes].get(name, {}).get(key)
+                    shown = "" if over is None else f"x{over['head']:.2f}"
+                    pipeline = "" if over is None else f"x{over['pipeline_given_rois']:.2f}"
+                    lines.append(
+                        f"| {backbone} | {classes} | {key} | {HEAD_TITLES[name]} "
+                        f"| {head['flops'] / 1e9:.1f} | {_cell(head)} "
+                        f"| {_cell(case['pipeline_given_rois'][key])} | {shown} | {pipeline} |"
+                    )
+    return lines
+
+
 def _deformable_lines(deformable: dict[str, Any]) -> list[str]:
     """Markdown rows of the Deformable ConvNets variants: medians and the ratio over plain."""
     variants, over = deformable["variants"], deformable["over_plain"]["wall"]
@@ -145,8 +204,15 @@ def _pooling(settings: dict[str, Any]) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """A Markdown summary: medians in ms as ``wall (process CPU)``, ratios, the targets."""
-    inference, ratios = result["inference"], result["ratios"]
     settings, machine = result["settings"], result["machine"]
+    if "inference" not in result:  # the heads alone
+        header = (
+            f"heads side by side, {settings['size']} px shorter side, {settings['device']} "
+            f"({machine['device_name']}, {machine['torch_threads']} threads); median ms of "
+            f"{settings['repeats']} runs as wall (process CPU)"
+        )
+        return "\n".join([header, *_heads_lines(result["heads"])])
+    inference, ratios = result["inference"], result["ratios"]
     lines = [
         f"{settings['backbone']}, {settings['size']} px shorter side, PS-RoI "
         f"{_pooling(settings)}, {settings['device']} "
@@ -188,6 +254,8 @@ def format_table(result: dict[str, Any]) -> str:
         )
     if "deformable" in result:
         lines += _deformable_lines(result["deformable"])
+    if "heads" in result:
+        lines += _heads_lines(result["heads"])
     lines.append("")
     for check in result["targets"]:
         if check["value"] is None:

@@ -12,7 +12,11 @@ size, images and RoIs for both detectors:
   (:mod:`rfcn.inference.fast_path`): inference mode, channels-last, bf16, torch.compile,
   batched images, with what bf16 changes in the outputs;
 - plain R-FCN beside its Deformable ConvNets variants (deformable PS-RoI pooling, deformable
-  conv5, both) at ``deformable_roi_counts`` RoIs, with each variant's time over plain's.
+  conv5, both) at ``deformable_roi_counts`` RoIs, with each variant's time over plain's;
+- the heads side by side (:mod:`rfcn.benchmark.heads`): R-FCN's, the light head, C4 and
+  torchvision's Faster R-CNN FPN for each of ``heads_backbones``, ``heads_num_classes`` and
+  ``heads_roi_counts``: head FLOPs and ms, whole pipeline ms, each over R-FCN's
+  (``heads_only``: nothing else).
 
 Weights are random (speed hardly depends on their values) with every BatchNorm fitted to the
 benchmark image, so activations, proposals and detections are of realistic scale; or trained
@@ -42,7 +46,13 @@ from rfcn.benchmark.cases import (
     random_targets,
     training_cases,
 )
-from rfcn.benchmark.report import check_targets, deformable_overheads, summarize_ratios
+from rfcn.benchmark.heads import head_comparison
+from rfcn.benchmark.report import (
+    check_targets,
+    deformable_overheads,
+    heads_over_rfcn,
+    summarize_ratios,
+)
 from rfcn.benchmark.timing import memory_method
 from rfcn.config import ModelConfig
 from rfcn.data.images import load_image
@@ -79,6 +89,11 @@ class BenchmarkSettings:
     image: str | None = None  # a picture instead of random pixels
     deformable: bool = True  # also time the Deformable ConvNets variants
     deformable_roi_counts: tuple[int, ...] = (300, 2000)
+    heads: bool = True  # also time the heads side by side (rfcn.benchmark.heads)
+    heads_only: bool = False  # time that alone
+    heads_backbones: tuple[str, ...] = ("resnet50", "resnet101")
+    heads_num_classes: tuple[int, ...] = (20, 80)
+    heads_roi_counts: tuple[int, ...] = (300, 2000)
 
 
 QUICK = {
@@ -89,6 +104,8 @@ QUICK = {
     "train_roi_counts": (100, 200),
     "c4_training": True,
     "repeats": 2,
+    "heads_backbones": ("resnet18",),
+    "heads_roi_counts": (16, 64),
 }
 
 
@@ -136,6 +153,16 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
     image, *batch_images = (image.to(device) for image in _images(settings, generator))
     images = [image]
     height, width = image.shape[-2:]
+    heads = None
+    if settings.heads or settings.heads_only:
+        heads = _heads(settings, image, budget, generator)
+    if settings.heads_only:
+        return {
+            "format_version": FORMAT_VERSION,
+            "machine": _with_load_average(machine),
+            "settings": {**asdict(settings), "input_image_hw": [int(height), int(width)]},
+            "heads": heads,
+        }
     rfcn, cfg = _detector(settings, image)
     settings = replace(
         settings,
@@ -181,11 +208,11 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
             "cpu": deformable_overheads(deformable["variants"], "cpu_median_ms"),
         }
         extra["deformable"] = deformable
-    if hasattr(os, "getloadavg"):
-        machine["load_average_end"] = list(os.getloadavg())
+    if heads is not None:
+        extra["heads"] = heads
     return {
         "format_version": FORMAT_VERSION,
-        "machine": machine,
+        "machine": _with_load_average(machine),
         "settings": {
             **asdict(settings),
             "input_image_hw": [int(height), int(width)],
@@ -203,3 +230,27 @@ def run_benchmark(settings: BenchmarkSettings) -> dict[str, Any]:
         "targets": check_targets(ratios["wall"], ratios["cpu"]),
         **extra,
     }
+
+
+def _heads(
+    settings: BenchmarkSettings, image: Tensor, budget: Budget, generator: torch.Generator
+) -> dict[str, Any]:
+    """The heads side by side (:mod:`rfcn.benchmark.heads`) and their ratios over R-FCN's."""
+    measured = head_comparison(
+        settings.heads_backbones,
+        settings.heads_num_classes,
+        settings.heads_roi_counts,
+        settings.size,
+        settings.max_size,
+        image,
+        budget,
+        generator,
+    )
+    return {"results": measured, "over_rfcn": heads_over_rfcn(measured)}
+
+
+def _with_load_average(machine: dict[str, Any]) -> dict[str, Any]:
+    """``machine`` with the load average at the end of the run, where the platform tells."""
+    if hasattr(os, "getloadavg"):
+        return {**machine, "load_average_end": list(os.getloadavg())}
+    return machine

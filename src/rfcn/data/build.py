@@ -10,11 +10,19 @@ Which data each format reads:
   taken inside ``roots[0]`` when a root is given.
 - ``synthetic``: generated into ``roots[0]`` (once) by :mod:`rfcn.data.synthetic`, then read
   as VOC with splits ``train`` and ``test`` and the generator's class list.
+
+An image that cannot be read raises its :class:`~rfcn.errors.UserError` in the process that
+iterates the loader, whether a DataLoader worker decoded it or not (a worker's exception
+would otherwise come back as a RuntimeError holding a traceback). A training loader built with
+``skip_unreadable`` serves the next readable image of the set in its place instead, and names
+the images it left out in the target's ``"skipped"`` list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -113,8 +121,34 @@ def collate_detection(batch: list[tuple[Tensor, Target]]) -> tuple[list[Tensor],
     return list(images), list(targets)
 
 
-class _SeededSamples(Dataset):
-    """``dataset[(index, seed)]``: sample ``index`` augmented with a generator seeded ``seed``."""
+def _collate_or_error(
+    batch: list[tuple[Tensor, Target] | UserError],
+) -> tuple[list[Tensor], list[Target]] | UserError:
+    """:func:`collate_detection`, or the first sample's error: it travels as the batch."""
+    for sample in batch:
+        if isinstance(sample, UserError):
+            return sample
+    return collate_detection(batch)  # type: ignore[arg-type]
+
+
+class _DetectionLoader(DataLoader):
+    """Raises the :class:`UserError` a batch carries (see the module docstring)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        # Created now, not at the first batch: creating it draws the workers' base seed from
+        # torch's generator, which the trainer seeds or restores after calling iter().
+        return _raising_carried_errors(super().__iter__())
+
+
+def _raising_carried_errors(batches: Iterator[Any]) -> Iterator[Any]:
+    for batch in batches:
+        if isinstance(batch, UserError):
+            raise batch
+        yield batch
+
+
+class _Samples(Dataset):
+    """``dataset[index]`` (evaluation), or its :class:`UserError` as the sample."""
 
     def __init__(self, dataset: DetectionDataset) -> None:
         self.dataset = dataset
@@ -122,9 +156,40 @@ class _SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: SampleKey) -> tuple[Tensor, Target]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Target] | UserError:
+        try:
+            return self.dataset[index]
+        except UserError as error:
+            return error
+
+
+class _SeededSamples(Dataset):
+    """``dataset[(index, seed)]``: sample ``index`` augmented with a generator seeded ``seed``;
+    with ``skip_unreadable`` the next readable image when it cannot be read, its target's
+    ``"skipped"`` naming those passed over; else the image's :class:`UserError`."""
+
+    def __init__(self, dataset: DetectionDataset, skip_unreadable: bool) -> None:
+        self.dataset = dataset
+        self.skip_unreadable = skip_unreadable
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: SampleKey) -> tuple[Tensor, Target] | UserError:
         index, seed = key
-        return self.dataset.load(index, torch.Generator().manual_seed(seed))
+        skipped: list[UserError] = []
+        for offset in range(len(self.dataset)):
+            try:
+                image, target = self.dataset.load(
+                    (index + offset) % len(self.dataset), torch.Generator().manual_seed(seed)
+                )
+            except UserError as error:
+                if not self.skip_unreadable:
+                    return error
+                skipped.append(error)
+                continue
+            return image, {**target, "skipped": skipped}
+        return UserError("data", f"none of the {len(self.dataset)} training images can be read")
 
 
 def build_data_loader(
@@ -136,6 +201,8 @@ def build_data_loader(
     aspect_grouping: bool,
     distributed: bool = False,
     start_iter: int = 0,
+    skip_unreadable: bool = False,
+    worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader:
     """A loader of ``(list[image (3, H, W)], list[target])`` batches for this process.
 
@@ -144,7 +211,11 @@ def build_data_loader(
     resumed run already used, so it continues exactly. Evaluation: each image once, in
     order, the last batch possibly short. With ``distributed`` (torch.distributed
     initialised) each rank gets a disjoint shard (evaluation: indices ``rank::world_size``)
-    and ``images_per_batch`` is per rank.
+    and ``images_per_batch`` is per rank. ``skip_unreadable`` (training): see the module
+    docstring; ``worker_init_fn`` runs first in each worker process.
+
+    Raises:
+        UserError: an empty training set; while iterating, an image that cannot be read.
     """
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     if train:
@@ -154,17 +225,19 @@ def build_data_loader(
         batch_sampler = TrainingBatchSampler(
             len(dataset), images_per_batch, seed, groups, rank, world_size, start_iter
         )
-        return DataLoader(
-            _SeededSamples(dataset),
+        return _DetectionLoader(
+            _SeededSamples(dataset, skip_unreadable),
             batch_sampler=batch_sampler,
             num_workers=workers,
-            collate_fn=collate_detection,
+            collate_fn=_collate_or_error,
+            worker_init_fn=worker_init_fn,
         )
-    return DataLoader(
-        dataset,
+    return _DetectionLoader(
+        _Samples(dataset),
         batch_size=images_per_batch,
         sampler=range(rank, len(dataset), world_size),
         drop_last=False,
         num_workers=workers,
-        collate_fn=collate_detection,
+        collate_fn=_collate_or_error,
+        worker_init_fn=worker_init_fn,
     )

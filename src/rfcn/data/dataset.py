@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rfcn.data.images import MAX_IMAGE_PIXELS, read_rgb_array, rgb_tensor
-from rfcn.errors import DataWarning
+from rfcn.errors import DataWarning, UserError
 from rfcn.files import printable_path
 from rfcn.ops.boxes import clip_boxes, nonempty_boxes
 
@@ -114,6 +114,21 @@ class DetectionDataset(Dataset):
         every data-loading worker process that reads it (each keeps its own)."""
         if self._decoded is None:
             self._decoded = {}
+
+    def drop_unreadable(self) -> dict[str, str]:
+        """Leave out the images that cannot be read or decoded (each is decoded once, here);
+        returns them, file -> problem."""
+        dropped: dict[str, str] = {}
+        kept = []
+        for record in self.records:
+            try:
+                read_rgb_array(record.path, self.max_pixels)
+            except UserError as error:
+                dropped[error.source] = error.problem
+            else:
+                kept.append(record)
+        self.records = kept
+        return dropped
 
     def __len__(self) -> int:
         return len(self.records)

@@ -157,7 +157,7 @@ def box_statistics(
 def summarize(
     inspection: SplitInspection, flag_name: str, short_side: int, max_size: int
 ) -> dict[str, Any]:
-    """The JSON summary of ``rfcn data`` (see the README): counts per class, image sizes,
+    """The JSON summary of ``rfcn data`` (docs/own-data.md): counts per class, image sizes,
     box-size and aspect-ratio histograms, images without objects, and every problem.
 
     Args:

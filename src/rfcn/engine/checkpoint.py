@@ -10,7 +10,8 @@ A checkpoint is a dict (``format_version`` 1) saved with :func:`torch.save`:
   final weights (``model_final.pt``) leave them out to stay small.
 
 Everything in it is a tensor, number, string, list or dict, so it loads with
-``torch.load(weights_only=True)``: opening a checkpoint never runs code from the file.
+``torch.load(weights_only=True)``: opening a checkpoint never runs code from the file. Every
+file carries a SHA-256 of its bytes, checked on every read (:mod:`rfcn.engine.integrity`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from rfcn.config import Config, config_from_dict, config_to_dict, with_test_settings
+from rfcn.engine.integrity import seal, verify
 from rfcn.errors import UserError, first_line
-from rfcn.files import write_bytes
+from rfcn.files import printable_path, write_bytes
 from rfcn.modeling.rfcn import build_model
 from rfcn.modeling.weights import load_weights
 
@@ -45,29 +47,50 @@ _STRUCTURE_KEYS = (
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then a rename.
+    """Write ``state`` to ``path`` atomically, sealed with its digest (:func:`integrity.seal
+    <rfcn.engine.integrity.seal>`): a temp file in the same folder, fsync, then a rename.
 
-    A failure (or Ctrl-C) while writing leaves any older file at ``path`` untouched. The
-    checkpoint is serialised in memory first (one extra copy of its size, briefly).
+    A failure (or Ctrl-C) while writing leaves any older file at ``path`` untouched and no temp
+    file behind. The checkpoint is serialised in memory first (one extra copy of its size,
+    briefly).
+
+    Raises:
+        UserError: the file cannot be written (a full disk, no permission), naming it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.is_file()
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_bytes(path, buffer.getvalue())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, seal(buffer.getvalue()))
+    except OSError as exc:
+        kept = "the previous file is intact" if existed else "nothing was written"
+        raise UserError(
+            printable_path(path), f"cannot write the checkpoint: {exc.strerror or exc}; {kept}"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+    """Check a checkpoint's integrity (:func:`integrity.verify
+    <rfcn.engine.integrity.verify>`), then read it with ``torch.load(weights_only=True)`` onto
+    the CPU: every checkpoint read in rfcn goes through here.
 
     Raises:
-        UserError: the file is missing, unreadable, not a checkpoint, or of another format.
+        UserError: the file is missing, unreadable, damaged, not a checkpoint, or of another
+            format.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(path, "checkpoint file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # One open file for both: what was verified is what is loaded.
+        with path.open("rb") as handle:
+            verify(handle, str(path))
+            handle.seek(0)
+            state = torch.load(handle, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:  # arbitrary bytes make torch.load raise almost any type
         raise UserError(
             path, f"cannot read checkpoint (corrupt or not a checkpoint): {first_line(exc)}"
@@ -108,6 +131,8 @@ def _structure_mismatch(saved: Config, wanted: Config) -> str | None:
     keys = _STRUCTURE_KEYS
     if wanted.model.deformable_conv5 != "none":
         keys += ("deformable_conv5_groups",)  # the shapes of its offset convs
+    if wanted.model.head == "light_head":
+        keys += ("light_head_alpha", "light_head_kernel", "light_head_fc_channels")
     for key in keys:
         have, want = getattr(saved.model, key), getattr(wanted.model, key)
         if have != want:

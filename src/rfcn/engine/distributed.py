@@ -8,17 +8,23 @@ without a GPU. A plain ``rfcn train`` (no torchrun) is a world of one and needs 
 Multi-node runs (``torchrun --nnodes=M --node_rank=... --rdzv_endpoint=...``) work the same
 way; ``--resume`` then needs the output folder on a file system every node sees, since every
 process reads ``last.pt``.
+
+A process that dies (or hangs) must not leave the others waiting: a collective with a dead
+peer fails at once (its sockets close), one with a hung peer after ``timeout`` (the group's
+``train.dist_timeout``), and :func:`peer_lost` turns either failure into one line.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from rfcn.errors import UserError
+from rfcn.errors import UserError, first_line
 
 
 def launched_by_torchrun() -> bool:
@@ -48,19 +54,44 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def init_distributed(device: torch.device) -> bool:
+def init_distributed(device: torch.device, timeout: float = 600.0) -> bool:
     """Join the process group torchrun describes; returns True when this call created it.
 
+    ``timeout``: seconds a collective waits for the other processes before it fails.
     Returns False (and does nothing) for a single process or an already initialised group.
     """
     if not launched_by_torchrun() or dist.is_initialized():
         return False
+    wait = timedelta(seconds=timeout)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        dist.init_process_group("nccl", init_method="env://", device_id=device)
+        dist.init_process_group("nccl", init_method="env://", device_id=device, timeout=wait)
     else:
-        dist.init_process_group("gloo", init_method="env://")
+        dist.init_process_group("gloo", init_method="env://", timeout=wait)
     return True
+
+
+class PeerLost(RuntimeError):
+    """Another process of the group died or stopped answering; this one stops too."""
+
+
+# What gloo and NCCL say when a peer's connection closes or a collective times out; they raise
+# plain RuntimeErrors (gloo) or DistErrors (NCCL, newer gloo).
+_PEER_FAILURES = ("gloo/transport", "Connection reset by peer", "Connection closed by peer", "NCCL")
+
+
+def peer_lost(error: BaseException) -> PeerLost | None:
+    """``error`` as a one-line :class:`PeerLost` when it is a failed collective of a group of
+    several processes, else None."""
+    if get_world_size() == 1 or not isinstance(error, RuntimeError):
+        return None
+    text = str(error)
+    if not isinstance(error, dist.DistError) and not any(t in text for t in _PEER_FAILURES):
+        return None
+    return PeerLost(
+        f"rank {get_rank()}: another training process died or stopped answering "
+        f"({first_line(error)}); see its output"
+    )
 
 
 def shutdown_distributed() -> None:
@@ -105,6 +136,16 @@ def mean_over_processes(values: dict[str, torch.Tensor]) -> dict[str, float]:
         dist.all_reduce(stacked)
         stacked /= dist.get_world_size()
     return dict(zip(names, stacked.tolist(), strict=True))
+
+
+def max_over_processes(values: Sequence[int], device: torch.device) -> list[int]:
+    """The element-wise maximum of ``values`` over all processes (flags every process must
+    agree on); one all-reduce, which every process must call with as many values."""
+    if get_world_size() == 1:
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
 
 
 def gather_to_main(value: Any) -> list[Any] | None:

@@ -73,6 +73,20 @@ def truncate_metrics(output_dir: Path, last_iteration: int) -> None:
     write_text(path, "".join(kept))
 
 
+def append_metrics(output_dir: Path, entry: dict[str, Any]) -> None:
+    """Add ``entry`` as a line of the run's ``metrics.jsonl``.
+
+    Raises:
+        UserError: the file cannot be written (a full disk), naming it.
+    """
+    path = output_dir / METRICS_FILE
+    try:
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(entry) + "\n")
+    except OSError as exc:
+        raise UserError(path, f"cannot append to the training log: {exc.strerror or exc}") from None
+
+
 def _summary_writer(log_dir: Path) -> Any:
     """A TensorBoard ``SummaryWriter``; None, after a one-line warning naming the extra to
     install, when the tensorboard package is missing (training goes on without it)."""
@@ -207,8 +221,7 @@ class TrainingLog:
         return entry
 
     def _append(self, entry: dict[str, Any]) -> None:
-        with (self.output_dir / METRICS_FILE).open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps(entry) + "\n")
+        append_metrics(self.output_dir, entry)
 
     def close(self) -> None:
         self.bar.close()

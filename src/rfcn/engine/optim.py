@@ -12,7 +12,7 @@ SGD with momentum 0.9 and weight decay 5e-4; lr 1e-3 for the first 20k and 1e-4 
 ``train.optimizer: adamw`` replaces SGD with AdamW (Loshchilov & Hutter, 2019): Adam's
 per-parameter step sizes with the weight decay decoupled from the gradient, ``momentum`` as
 beta1. Off-paper; it is for training from random weights: on the demo's data it reached SGD's
-accuracy in two thirds of the iterations (README, "Optimiser").
+accuracy in two thirds of the iterations.
 
 ``train.lr_schedule`` picks what follows the warm-up: ``"step"``, the paper's drops by
 ``lr_gamma`` at ``lr_steps``, or ``"cosine"`` (Loshchilov & Hutter, 2017, without restarts), a

@@ -5,10 +5,19 @@ alternating training (:mod:`rfcn.engine.stages`). A stage starts fresh or from a
 training state (``last.pt``); in both cases the loop begins with the same RNG states, and the
 data loader's ``start_iter`` replays the data order, so a resumed stage computes what an
 uninterrupted one would have.
+
+Faults that must not lose the run (:mod:`rfcn.engine.preemption`) are handled at the iteration
+boundary, after the next batch is loaded and before it is used: a stop signal, or an image
+that cannot be read. There every process agrees on them (one all-reduce), the training state
+is saved (rank 0), and each process raises: :class:`TrainingStopped`, or a
+:class:`ResumableError` naming the file. An unreadable validation image stops the run the
+same way, and the resumed run validates first.
 """
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +32,22 @@ from rfcn.config import Config
 from rfcn.data.build import build_data_loader
 from rfcn.data.dataset import DetectionDataset
 from rfcn.engine.checkpoint import load_checkpoint, load_weights, model_state, save_checkpoint
-from rfcn.engine.distributed import get_rank, get_world_size, is_main_process, mean_over_processes
+from rfcn.engine.distributed import (
+    barrier,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    max_over_processes,
+    mean_over_processes,
+)
 from rfcn.engine.logging import TrainingLog
 from rfcn.engine.optim import build_optimizer, build_scheduler
+from rfcn.engine.preemption import (
+    ResumableError,
+    StopRequest,
+    TrainingStopped,
+    data_worker_signals,
+)
 from rfcn.engine.rng import capture_rng_state, restore_rng_state, seed_everything
 from rfcn.engine.stages import Stage, configure_stage, set_train_mode
 from rfcn.engine.validation import BEST_CHECKPOINT, Validator
@@ -35,6 +57,8 @@ from rfcn.inference.fast_path import bf16_is_fast
 from rfcn.modeling.rfcn import RFCN, build_model
 
 LAST_CHECKPOINT = "last.pt"
+
+Batch = tuple[list[Tensor], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -57,7 +81,9 @@ Callback = Callable[[IterationEnd], None]
 
 @dataclass
 class RunContext:
-    """What every stage of a run shares. ``cfg`` is resolved (class names from the data)."""
+    """What every stage of a run shares. ``cfg`` is resolved (class names from the data);
+    ``stop`` is set by a stop signal; ``skipped`` holds the unreadable images this process left
+    out (``data.skip_unreadable``), file -> problem."""
 
     cfg: Config
     dataset: DetectionDataset
@@ -66,6 +92,8 @@ class RunContext:
     progress: bool
     callbacks: Sequence[Callback] = ()
     history: list[dict[str, Any]] = field(default_factory=list)
+    stop: StopRequest = field(default_factory=StopRequest)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def stage_weights_path(output_dir: Path, stage_name: str) -> Path:
@@ -123,6 +151,8 @@ class StageRun:
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast is torch.float16)
         self.done = 0
+        # Set when validation met an unreadable image: the state saved then validates first.
+        self.validation_pending = False
         if state is not None:
             self._restore(state)
         self.average = None
@@ -150,6 +180,8 @@ class StageRun:
             aspect_grouping=cfg.data.aspect_grouping,
             distributed=get_world_size() > 1,
             start_iter=self.done,
+            skip_unreadable=cfg.data.skip_unreadable,
+            worker_init_fn=data_worker_signals,
         )
         self.batches = iter(loader)
         # After everything above drew its random numbers: the loop starts from the same RNG
@@ -167,8 +199,10 @@ class StageRun:
         if state["grad_scaler"] is not None:
             self.scaler.load_state_dict(state["grad_scaler"])
         self.done = min(state["iteration"], self.total)
+        self.context.skipped.update(state.get("skipped_images") or {})
         if self.validator is not None:
             self.validator.best = state.get("best_validation")
+            self.validation_pending = bool(state.get("validation_pending"))
 
     @property
     def delivered_model(self) -> nn.Module:
@@ -200,16 +234,55 @@ class StageRun:
             "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": self.rng,
             "best_validation": None if self.validator is None else self.validator.best,
+            "validation_pending": self.validation_pending,
+            "skipped_images": dict(self.context.skipped),
         }
 
     def _save_training_state(self) -> None:
         if is_main_process():
             save_checkpoint(self.context.output_dir / LAST_CHECKPOINT, self.training_state())
 
-    def step(self) -> tuple[Tensor, dict[str, Tensor], float]:
-        """One SGD iteration; returns the total loss, the losses and the lr it used."""
+    def _next_batch(self) -> tuple[Batch | None, UserError | None]:
+        """The next batch, or the error of an image in it that cannot be read; the images
+        left out in its place (``data.skip_unreadable``) are noted and reported once."""
+        try:
+            images, targets = next(self.batches)
+        except UserError as error:
+            return None, error
+        for target in targets:
+            for error in target.pop("skipped"):
+                if error.source not in self.context.skipped:
+                    self.context.skipped[error.source] = error.problem
+                    print(
+                        f"warning: {error}; left out (data.skip_unreadable)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        return (images, targets), None
+
+    def _stop_if_asked(self, fault: UserError | None) -> None:
+        """At the iteration boundary: when any process got a stop signal or met an unreadable
+        image, save the training state and raise (see the module docstring)."""
+        signal_number, faulted = max_over_processes(
+            [self.context.stop.signal_number, fault is not None], self.context.device
+        )
+        if not (signal_number or faulted):
+            return
+        self._save_training_state()
+        barrier()  # no process leaves (and has torchrun stop the others) before the state is saved
+        iteration = self.offset + self.done
+        if fault is not None:
+            raise ResumableError(fault, iteration)
+        if faulted:
+            problem = "another training process could not read an image (its error names it)"
+            raise ResumableError(UserError("data", problem), iteration)
+        raise TrainingStopped(signal_number, iteration)
+
+    def step(self, batch: Batch | None = None) -> tuple[Tensor, dict[str, Tensor], float]:
+        """One SGD iteration on ``batch`` (None: the loader's next); returns the total loss,
+        the losses and the lr it used."""
         cfg, device = self.context.cfg, self.context.device
-        images, targets = _to_device(next(self.batches), device)
+        images, targets = _to_device(next(self.batches) if batch is None else batch, device)
         with torch.autocast(device.type, dtype=self.autocast, enabled=self.autocast is not None):
             proposals = None
             if self.proposer is not None:
@@ -241,7 +314,13 @@ class StageRun:
         """Score the model on the validation split (every process its shard); rank 0 logs the
         score and saves the weights as ``model_best.pt`` when they score best so far."""
         started = time.perf_counter()
-        metrics = validator.evaluate(self.delivered_model)
+        try:
+            metrics = validator.evaluate(self.delivered_model)
+        except UserError as error:
+            self.validation_pending = True
+            self._save_training_state()
+            raise ResumableError(error, self.offset + self.done) from None
+        self.validation_pending = False
         if metrics is None:  # not rank 0
             return
         iteration = self.offset + self.done
@@ -263,8 +342,9 @@ class StageRun:
         self.context.history.append(entry)
 
     def run(self) -> nn.Module:
-        """Train the remaining iterations; save ``last.pt`` periodically, at the end and on
-        Ctrl-C (then re-raise); returns the delivered model."""
+        """Train the remaining iterations; save ``last.pt`` periodically, at the end, and
+        before raising :class:`TrainingStopped` (a stop signal, Ctrl-C) or
+        :class:`ResumableError` (an unreadable image); returns the delivered model."""
         cfg, context = self.context.cfg, self.context
         log = TrainingLog(
             context.output_dir,
@@ -280,8 +360,12 @@ class StageRun:
         window_start = self.done
         set_train_mode(self.model)
         try:
+            if self.validation_pending and self.validator is not None:
+                self._validate(self.validator, log)
             while self.done < self.total:
-                loss, losses, lr = self.step()
+                batch, fault = self._next_batch()
+                self._stop_if_asked(fault)
+                loss, losses, lr = self.step(batch)
                 for name, value in {"loss": loss, **losses}.items():
                     window[name] = window.get(name, 0) + value.float()
                 log.advance()
@@ -298,9 +382,20 @@ class StageRun:
                     self._save_training_state()
                 for callback in context.callbacks:
                     callback(IterationEnd(self.stage.name, self.done, losses, self.model))
+        except TrainingStopped:
+            raise
         except KeyboardInterrupt:
             self._save_training_state()
-            raise
+            raise TrainingStopped(signal.SIGINT, self.offset + self.done) from None
+        except RuntimeError:
+            # A stop signal sent to the whole job also ended the data workers, which the
+            # DataLoader reports as a RuntimeError wherever the run is, as Ctrl-C does.
+            if not self.context.stop.signal_number:
+                raise
+            self._save_training_state()
+            raise TrainingStopped(
+                self.context.stop.signal_number, self.offset + self.done
+            ) from None
         finally:
             log.close()
         if is_main_process() and cfg.train.mode == "alternating":

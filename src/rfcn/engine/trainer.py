@@ -8,8 +8,10 @@ leaves in ``output_dir``:
   then also what validation scores and ``model_best.pt`` and the stage files hold;
 - ``last.pt``: the full training state (weights, their moving average, optimiser, scheduler,
   AMP scaler, RNG states, stage and iteration), rewritten atomically every
-  ``train.checkpoint_every`` iterations, at the end of every stage, and on Ctrl-C (then the
-  KeyboardInterrupt goes on, and the CLI exits 130); ``resume=True`` continues from it;
+  ``train.checkpoint_every`` iterations, at the end of every stage, and when the run stops
+  early: on Ctrl-C, SIGTERM or SIGUSR1 (then :class:`~rfcn.engine.preemption.TrainingStopped`
+  is raised, and ``rfcn train`` exits 128 + the signal's number) or on an image that cannot be
+  read (:class:`~rfcn.engine.preemption.ResumableError`); ``resume=True`` continues from it;
 - ``<stage>.pt`` per step of alternating training; ``config.yaml``, ``metrics.jsonl`` and
   ``tensorboard/`` (:mod:`rfcn.engine.logging`);
 - with ``train.eval_every``: ``model_best.pt``, the weights that scored best on
@@ -29,17 +31,23 @@ Classes: with ``data.class_names`` empty the classes are whatever the data holds
 with ``data.class_names`` given, ``model.num_classes`` must equal its length. The resolved
 values are what ``config.yaml`` and the checkpoints record.
 
+One run at a time writes into a folder (:mod:`rfcn.engine.run_lock`); with
+``data.skip_unreadable`` the images left out are listed in the result and as the last entry
+of ``metrics.jsonl``, ``{"stage", "iteration", "skipped_images": N, "skipped_files": [{"file",
+"problem"}, ...]}``.
+
 Batches: ``train.images_per_batch`` is the total over all processes (the paper's 8 images on
 8 GPUs); each of N processes loads ``images_per_batch / N``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +55,21 @@ import torch
 
 from rfcn.config import Config, config_to_dict
 from rfcn.data.build import build_dataset
+from rfcn.data.dataset import DetectionDataset
 from rfcn.engine.checkpoint import load_checkpoint, save_checkpoint
 from rfcn.engine.distributed import (
     barrier,
+    gather_to_main,
     get_world_size,
     init_distributed,
     is_main_process,
+    peer_lost,
     resolve_device,
     shutdown_distributed,
 )
-from rfcn.engine.logging import read_metrics, save_resolved_config, truncate_metrics
+from rfcn.engine.logging import append_metrics, read_metrics, save_resolved_config, truncate_metrics
+from rfcn.engine.preemption import StopRequest, stop_signals_caught
+from rfcn.engine.run_lock import run_lock
 from rfcn.engine.stage_run import LAST_CHECKPOINT, Callback, RunContext, StageRun
 from rfcn.engine.stages import stages_for
 from rfcn.engine.validation import Validator
@@ -74,13 +87,16 @@ class TrainResult:
     """``checkpoint``: the final weights; ``history``: the log entries of this call (see
     :mod:`rfcn.engine.logging`); ``seconds``: wall time of this call; ``train_images``: the
     images of the training splits; ``best_validation``: ``{"metric", "name", "value",
-    "iteration"}`` of ``model_best.pt`` (rank 0, with ``train.eval_every``), else None."""
+    "iteration"}`` of ``model_best.pt`` (rank 0, with ``train.eval_every``), else None;
+    ``skipped_images``: file -> problem of the unreadable images left out (rank 0, with
+    ``data.skip_unreadable``)."""
 
     checkpoint: Path
     history: list[dict[str, Any]]
     seconds: float
     train_images: int
     best_validation: dict[str, Any] | None = None
+    skipped_images: dict[str, str] = field(default_factory=dict)
 
 
 def train(
@@ -97,20 +113,30 @@ def train(
 
     Raises:
         UserError: bad data or config, ``amp`` fp16 off CUDA, a folder that holds a
-            run without ``resume`` (or no run with it), a diverged loss.
+            run without ``resume`` (or no run with it) or that another run is writing into, a
+            diverged loss, a checkpoint that cannot be written;
+            :class:`~rfcn.engine.preemption.ResumableError` (a UserError) an image that cannot
+            be read, after saving the state.
+        TrainingStopped: Ctrl-C, SIGTERM or SIGUSR1, after saving the state.
+        PeerLost: under torchrun, another process died or stopped answering.
     """
     started = time.perf_counter()
     device = resolve_device(cfg.train.device)
     _check_precision(cfg.train.amp, device)
-    created_group = init_distributed(device)
+    created_group = init_distributed(device, cfg.train.dist_timeout)
     try:
-        checkpoint, history, best, train_images = _train(
-            cfg, Path(output_dir), device, resume, progress, callbacks
-        )
+        with stop_signals_caught() as stop:
+            result = _train(cfg, Path(output_dir), device, resume, progress, callbacks, stop)
+    except RuntimeError as error:
+        lost = peer_lost(error)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         if created_group:
             shutdown_distributed()
-    return TrainResult(checkpoint, history, time.perf_counter() - started, train_images, best)
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def _check_precision(amp: str, device: torch.device) -> None:
@@ -135,7 +161,8 @@ def _train(
     resume: bool,
     progress: bool,
     callbacks: Sequence[Callback],
-) -> tuple[Path, list[dict[str, Any]], dict[str, Any] | None, int]:
+    stop: StopRequest,
+) -> TrainResult:
     world = get_world_size()
     if cfg.train.images_per_batch % world:
         raise UserError(
@@ -144,6 +171,22 @@ def _train(
         )
     dataset = build_dataset(cfg.data, train=True)
     cfg = resolve_classes(cfg, dataset.class_names)
+    # Rank 0 writes the folder, so rank 0 holds it; before reading a state another run may be
+    # rewriting.
+    with run_lock(output_dir) if is_main_process() else contextlib.nullcontext():
+        return _train_locked(cfg, dataset, output_dir, device, resume, progress, callbacks, stop)
+
+
+def _train_locked(
+    cfg: Config,
+    dataset: DetectionDataset,
+    output_dir: Path,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    callbacks: Sequence[Callback],
+    stop: StopRequest,
+) -> TrainResult:
     resume_state = _resume_state(cfg, output_dir) if resume else None
     if not resume and (output_dir / LAST_CHECKPOINT).exists():
         raise UserError(
@@ -158,7 +201,9 @@ def _train(
     first = 0
     if resume_state is not None:
         first = [stage.name for stage in stages].index(resume_state["stage"])
-    context = RunContext(cfg, dataset, device, output_dir, progress, callbacks)
+    context = RunContext(cfg, dataset, device, output_dir, progress, callbacks, stop=stop)
+    if validator is not None:
+        context.skipped.update(validator.skipped)
 
     def stage_run_at(index: int) -> StageRun:
         state = resume_state if index == first else None
@@ -182,13 +227,34 @@ def _train(
         # The next stage reads this stage's weights on every process.
         barrier()
     final = output_dir / FINAL_CHECKPOINT
+    skipped = _skipped_on_all_processes(context.skipped)
     if is_main_process():
         save_checkpoint(final, stage_run.weights_state())
+        if skipped:
+            iteration = len(stages) * cfg.train.iterations
+            append_metrics(output_dir, _skipped_entry(stages[-1].name, iteration, skipped))
         if validator is not None:
             figure = validation_figure(read_metrics(output_dir), validator.name, cfg.eval.metric)
             write_image(output_dir / VALIDATION_FIGURE, figure)
     barrier()
-    return final, context.history, None if validator is None else validator.best, len(dataset)
+    best = None if validator is None else validator.best
+    return TrainResult(final, context.history, 0.0, len(dataset), best, skipped)
+
+
+def _skipped_on_all_processes(skipped: dict[str, str]) -> dict[str, str]:
+    """Every process's left-out images, on rank 0 ({} elsewhere); every process must call it."""
+    gathered = gather_to_main(skipped)
+    return {} if gathered is None else {k: v for part in gathered for k, v in part.items()}
+
+
+def _skipped_entry(stage: str, iteration: int, skipped: dict[str, str]) -> dict[str, Any]:
+    """The ``metrics.jsonl`` entry listing the images left out."""
+    return {
+        "stage": stage,
+        "iteration": iteration,
+        "skipped_images": len(skipped),
+        "skipped_files": [{"file": file, "problem": problem} for file, problem in skipped.items()],
+    }
 
 
 def resolve_classes(cfg: Config, class_names: Sequence[str]) -> Config:

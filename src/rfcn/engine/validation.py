@@ -74,11 +74,15 @@ class Validator:
 
     Attributes:
         name: the headline metric's name (``"mAP"`` or ``"AP"``).
+        skipped: with ``data.skip_unreadable``, the validation images that cannot be read,
+            file -> problem: left out of every validation (they count as images with no
+            detections).
         best: ``{"metric", "name", "value", "iteration"}`` of the best validation so far (rank
             0), or None; saved in ``last.pt`` so a resumed run keeps it.
 
     Raises:
-        UserError: the validation split cannot be read, or its classes are not the model's.
+        UserError: the validation split cannot be read, or its classes are not the model's;
+            while evaluating, an image that cannot be read.
     """
 
     def __init__(self, cfg: Config) -> None:
@@ -88,6 +92,8 @@ class Validator:
         self.truth = ground_truth_source(self.cfg)
         self.dataset = build_dataset(self.cfg.data, train=False)
         check_test_classes(self.dataset, cfg.data.class_names, "data.val_split")
+        # Decided once, before training, on every process alike (the shards stay disjoint).
+        self.skipped = self.dataset.drop_unreadable() if cfg.data.skip_unreadable else {}
         self.best: dict[str, Any] | None = None
 
     def due(self, done: int, total: int) -> bool:

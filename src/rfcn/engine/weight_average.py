@@ -4,9 +4,8 @@ Polyak averaging (Polyak & Juditsky, 1992) as TensorFlow's ``ExponentialMovingAv
 it: after update ``n`` the average moves towards the trained weights by ``1 - d_n``, with
 ``d_n = min(decay, (1 + n) / (10 + n))`` so that the first, random weights are soon forgotten.
 Not in the R-FCN paper, and off by default (``train.ema_decay: 0``): on the demo's schedule the
-average scored 1.0 +- 0.1 mAP@0.5 below the trained weights over 3 seeds (README, "Weight
-averaging"). BatchNorm's running statistics are averaged with the weights; integer buffers
-(``num_batches_tracked``) are copied.
+average did not score above the trained weights over seeds. BatchNorm's running statistics are
+averaged with the weights; integer buffers (``num_batches_tracked``) are copied.
 """
 
 from __future__ import annotations

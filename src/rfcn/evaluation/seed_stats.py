@@ -171,16 +171,19 @@ def _difference_text(entry: Mapping[str, Any] | None) -> str:
     return text + f" ± {100 * entry['sd']:.1f}" + ("*" if entry["holds"] else " ")
 
 
-def _percent(value: float | None) -> str:
+def percent_text(value: float | None) -> str:
+    """A fraction as a percentage with one decimal, ``n/a`` for None."""
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def _mean_sd(entry: Mapping[str, Any]) -> str:
+def mean_sd_text(entry: Mapping[str, Any]) -> str:
+    """A spread ``{"mean", "sd"}`` of fractions as ``90.5 ± 0.4`` percent (the mean alone
+    without an sd)."""
     if entry["mean"] is None:
         return "n/a"
     if entry["sd"] is None:
-        return _percent(entry["mean"])
-    return f"{_percent(entry['mean'])} ± {_percent(entry['sd'])}"
+        return percent_text(entry["mean"])
+    return f"{percent_text(entry['mean'])} ± {percent_text(entry['sd'])}"
 
 
 def format_summary(
@@ -195,7 +198,7 @@ def format_summary(
     )
     lines = ["mean ± sd over seeds (percent)", head + f" {'train s':>8}"]
     for row in summary["variants"]:
-        cells = " ".join(f"{_mean_sd(row['spread'][key]):>{cell}}" for key in METRICS)
+        cells = " ".join(f"{mean_sd_text(row['spread'][key]):>{cell}}" for key in METRICS)
         seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
         lines.append(f"{row['variant']:<{width}} {len(row['seeds']):>5} {cells} {seconds:>8}")
     by_variant: dict[str, dict[str, Mapping[str, Any]]] = {}
@@ -220,7 +223,7 @@ def format_summary(
     )
     for variant, seeds in runs.items():
         for run in seeds:
-            cells = " ".join(f"{_percent(run.get(key)):>{cell}}" for key in METRICS)
+            cells = " ".join(f"{percent_text(run.get(key)):>{cell}}" for key in METRICS)
             lines.append(
                 f"{variant:<{width}} {run['seed']:>5} {cells} {run['train_seconds']:>8.0f}"
             )

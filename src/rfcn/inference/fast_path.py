@@ -31,8 +31,16 @@ from rfcn.ops.boxes import box_iou
 # Where nearly all of R-FCN's FLOPs are: the backbone, then the RPN's 3x3 conv and the
 # head's convs (submodule paths of rfcn.modeling.rfcn.RFCN). The C4 counterpart
 # (model.head: c4) runs conv5 per RoI as "head.conv5"; its "backbone.conv5" is the identity.
+# The light head's convs are its large separable conv, "head.separable".
 BACKBONE_MODULES = ("backbone.trunk", "backbone.conv5", "head.conv5")
-CONV_MODULES = (*BACKBONE_MODULES, "rpn.head", "head.reduce", "head.cls_conv", "head.box_conv")
+CONV_MODULES = (
+    *BACKBONE_MODULES,
+    "rpn.head",
+    "head.reduce",
+    "head.cls_conv",
+    "head.box_conv",
+    "head.separable",
+)
 BF16_SCOPES = {"backbone": BACKBONE_MODULES, "convs": CONV_MODULES}
 
 

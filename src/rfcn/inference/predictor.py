@@ -41,10 +41,11 @@ class Predictor:
         nms_thresh: IoU of the per-class NMS that merges scales and flips.
         detections_per_image: how many merged detections to keep per image.
         score_threshold: detections below it are dropped from what ``__call__`` returns.
-        channels_last, bf16, compile_backbone: the fast inference path of
-            :func:`rfcn.inference.fast_path.optimize_for_inference` (NHWC convolutions, bf16
-            autocast over the backbone or all convs, ``torch.compile`` of the backbone); the
-            model is changed in place.
+        channels_last: NHWC convolutions, a step of the fast inference path
+            (:func:`rfcn.inference.fast_path.optimize_for_inference`, which changes the model
+            in place).
+        bf16: bf16 autocast over the backbone or all convs (fast path).
+        compile_backbone: ``torch.compile`` of the backbone (fast path).
     """
 
     def __init__(

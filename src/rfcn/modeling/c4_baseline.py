@@ -24,20 +24,19 @@ Shapes: ``conv4`` ``(B, C4, H/16, W/16)`` (C4 = 1024 for ResNet-50/101/152, 256 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
 from rfcn.config import ModelConfig
 from rfcn.modeling.backbone import ResNetBackbone, build_backbone
-from rfcn.modeling.rfcn_head import num_box_slots
+from rfcn.modeling.heads import num_box_slots
 
-if TYPE_CHECKING:  # rfcn.modeling.rfcn builds C4 heads, so it cannot be imported here
-    from rfcn.modeling.rfcn import RFCN
+# A built detector (an :class:`~rfcn.modeling.rfcn.RFCN`): a head only sees the model through its
+# interface (its ``backbone`` and ``head``), so this module never imports the model's.
+Detector = TypeVar("Detector", bound=nn.Module)
 
 CONV4_STRIDE = 16
 POOL_SIZE = 14
@@ -54,7 +53,7 @@ class C4Head(nn.Module):
         conv5_channels: ``C5``, the channels conv5 outputs (2048, or 512 for ResNet-18/34).
         num_classes: ``C`` foreground classes; the classifier predicts ``C + 1``.
         box_mode: "class" (Faster R-CNN's ``4C`` regressor), "agnostic" or "agnostic8"
-            (:data:`~rfcn.modeling.rfcn_head.BOX_MODES`).
+            (:data:`~rfcn.modeling.heads.BOX_MODES`).
         pooling: "pool" (RoI pooling: max over quantised bins, the paper's C4) or "align"
             (RoIAlign, ``aligned=True``: averages of bilinear samples, as in Mask R-CNN).
         sampling_ratio: RoIAlign's samples per bin side.
@@ -103,23 +102,6 @@ class C4Head(nn.Module):
         return self.cls_score(vectors), deltas
 
 
-@contextlib.contextmanager
-def kept_running_stats(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in training mode without its BatchNorm layers' running statistics
-    changing (OHEM's read-only ranking pass, :meth:`rfcn.modeling.rfcn.RFCN._head_losses`)."""
-    saved = {
-        name: buffer.clone()
-        for name, buffer in module.named_buffers()
-        if name.rpartition(".")[2] in ("running_mean", "running_var", "num_batches_tracked")
-    }
-    try:
-        yield
-    finally:
-        buffers = dict(module.named_buffers())
-        for name, value in saved.items():
-            buffers[name].copy_(value)
-
-
 def move_conv5_into_c4_head(
     backbone: ResNetBackbone, cfg: ModelConfig, box_mode: str, pooling: str = "pool"
 ) -> C4Head:
@@ -156,7 +138,7 @@ def move_conv5_into_c4_head(
     )
 
 
-def build_c4_detector(rfcn: RFCN, cfg: ModelConfig) -> RFCN:
+def build_c4_detector(rfcn: Detector, cfg: ModelConfig) -> Detector:
     """Faster R-CNN C4 sharing a copy of every part of ``rfcn`` (built from ``cfg``) but the head,
     with Faster R-CNN's class-specific box regressor.
 

@@ -7,7 +7,7 @@ Shape and naming key (detectron2 style):
     "input pixels"   coordinates of the images the caller passed in
     "network pixels" coordinates after the resize inside the model (``transform``)
     C             foreground classes; C + 1 scores with background (label 0)
-    k             position-sensitive bins per side; A anchors per position
+    k             position-sensitive bins per side (the light head's p); A anchors per position
     s             stride of conv5 and of the score maps: 16 (à trous, default) or 32
     conv4         (B, C4, H/16, W/16), shared by the RPN and the head
     conv5         (B, C5, H/s, W/s)
@@ -21,11 +21,16 @@ Shape and naming key (detectron2 style):
     box_deltas    (K, M, 4)   voted box deltas (BoxCoder weights 10, 10, 5, 5)
 
 Raw outputs (``RFCNHead``), losses (``losses``) and post-processing (``postprocess``) live apart.
+The model runs its head through :mod:`rfcn.modeling.heads`' interface only; :func:`build_model`
+is the one place that chooses it (``model.head``): R-FCN's (:mod:`rfcn.modeling.rfcn_head`), the
+light head (:mod:`rfcn.modeling.light_head`) or the C4 counterpart
+(:mod:`rfcn.modeling.c4_baseline`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -33,19 +38,39 @@ from torch import Tensor, nn
 from rfcn.config import ModelConfig
 from rfcn.modeling.anchors import AnchorGenerator
 from rfcn.modeling.backbone import ResNetBackbone, build_backbone
-from rfcn.modeling.c4_baseline import C4Head, kept_running_stats, move_conv5_into_c4_head
+from rfcn.modeling.c4_baseline import move_conv5_into_c4_head
 from rfcn.modeling.deformable_conv import OffsetConv2d
+from rfcn.modeling.heads import DetectorHead, box_slot_of_label, kept_running_stats
+from rfcn.modeling.light_head import LightHead, mid_channels
 from rfcn.modeling.losses import head_losses, ohem_select, per_roi_losses
 from rfcn.modeling.matching import Matcher
 from rfcn.modeling.postprocess import class_boxes, postprocess_detections
-from rfcn.modeling.rfcn_head import RFCNHead, box_slot_of_label
+from rfcn.modeling.rfcn_head import RFCNHead
 from rfcn.modeling.roi_targets import assign_roi_targets
 from rfcn.modeling.rpn import RegionProposalNetwork, RPNHead
+from rfcn.modeling.torchvision_baseline import (
+    TorchvisionFasterRCNN,
+    build_torchvision_faster_rcnn,
+)
 from rfcn.modeling.transform import ImageBatch, RFCNTransform
 from rfcn.ops.box_coder import BoxCoder
 from rfcn.ops.boxes import clip_boxes, nonempty_boxes, scale_boxes
 
 TRAIN_PARTS = ("rpn", "head")
+
+
+class HeadInput(NamedTuple):
+    """One image's conv5 at the test scale, and where the image lies on it."""
+
+    conv5: Tensor  # (1, C5, H/s, W/s) over the padded network input
+    rows: int  # cells of the map that cover the image (the rest is padding)
+    cols: int
+    scale: float  # network pixels per input pixel
+    stride: int  # s: cell (y, x) is centred near input pixel ((x + 0.5) s, (y + 0.5) s) / scale
+
+    def crop(self, maps: Tensor) -> Tensor:
+        """``(1, D, H/s, W/s)`` maps of this image -> ``(D, rows, cols)``, without the padding."""
+        return maps[0, :, : self.rows, : self.cols]
 
 
 class RFCN(nn.Module):
@@ -55,7 +80,8 @@ class RFCN(nn.Module):
         transform: resize / normalise / pad.
         backbone: ResNet trunk (conv1-4) and conv5.
         rpn: region proposal network on conv4.
-        head: position-sensitive score maps and voting on conv5, or the Faster R-CNN C4 head
+        head: any head of :mod:`rfcn.modeling.heads`' interface: position-sensitive score maps
+            and voting on conv5, the light head, or the Faster R-CNN C4 head
             (:mod:`rfcn.modeling.c4_baseline`; the backbone's conv5 is then the identity).
         head_box_coder: coder of the head's deltas.
         roi_matcher: labels RoIs (fg IoU 0.5, bg in [bg_iou_low, 0.5)).
@@ -65,7 +91,9 @@ class RFCN(nn.Module):
             on the selected ones (for heads with a costly per-RoI network: C4); else score
             every RoI once with gradients (R-FCN).
         box_loss_weight: lambda of paper Eq. (3).
-        score_thresh, nms_thresh, detections_per_img: inference settings.
+        score_thresh: detections scoring below it are dropped before NMS.
+        nms_thresh: IoU of the per-class NMS at test time (paper: 0.3).
+        detections_per_img: most detections an image returns.
         box_voting_iou: test-time box voting after NMS (0: off; the paper has none).
         box_refinement: test-time box refinement (He et al. 2016, appendix A; not in the R-FCN
             paper): each RoI's regressed box is pooled again, and the new scores and boxes join
@@ -77,7 +105,7 @@ class RFCN(nn.Module):
         transform: RFCNTransform,
         backbone: ResNetBackbone,
         rpn: RegionProposalNetwork,
-        head: RFCNHead | C4Head,
+        head: DetectorHead,
         head_box_coder: BoxCoder,
         roi_matcher: Matcher,
         ohem: bool,
@@ -307,28 +335,37 @@ class RFCN(nn.Module):
         return self.transform.to_input_pixels(proposals, batch)
 
     @torch.no_grad()
+    def head_input(self, image: Tensor) -> HeadInput:
+        """What the head sees of one ``(3, H, W)`` image at the test scale (for pictures of a
+        head's maps, which ask the head itself: :meth:`score_maps`, :mod:`rfcn.visualize`)."""
+        batch, _ = self.transform([image], short_side=self.transform.min_size[-1])
+        _, conv5 = self.backbone(batch.tensor)
+        stride = self.backbone.stride
+        height, width = batch.image_sizes[0]
+        scale_x, scale_y = batch.scales[0]
+        return HeadInput(
+            conv5, -(-height // stride), -(-width // stride), (scale_x + scale_y) / 2, stride
+        )
+
+    @torch.no_grad()
     def score_maps(self, image: Tensor) -> dict[str, Tensor | float | int]:
-        """The position-sensitive class maps of one ``(3, H, W)`` image, at the test scale.
+        """The position-sensitive class maps of one ``(3, H, W)`` image, at the test scale
+        (R-FCN's head only).
 
         Returns ``{"cls_maps": (k²(C+1), h, w), "scale": network pixels per input pixel,
         "stride": s}``, and for deformable PS-RoI pooling ``"cls_offset_maps": (2k²(C+1), h,
         w)``; cell (y, x) of a map is centred near input pixel ``((x + 0.5) s / scale,
         (y + 0.5) s / scale)``; channel layouts as in the key above.
         """
-        batch, _ = self.transform([image], short_side=self.transform.min_size[-1])
-        _, conv5 = self.backbone(batch.tensor)
-        maps = self.head.score_maps(conv5)
-        stride = self.backbone.stride
-        height, width = batch.image_sizes[0]
-        rows, cols = -(-height // stride), -(-width // stride)
-        scale_x, scale_y = batch.scales[0]
+        seen = self.head_input(image)
+        maps = self.head.score_maps(seen.conv5)
         result: dict[str, Tensor | float | int] = {
-            "cls_maps": maps.cls[0, :, :rows, :cols],
-            "scale": (scale_x + scale_y) / 2,
-            "stride": stride,
+            "cls_maps": seen.crop(maps.cls),
+            "scale": seen.scale,
+            "stride": seen.stride,
         }
         if maps.cls_offsets is not None:
-            result["cls_offset_maps"] = maps.cls_offsets[0, :, :rows, :cols]
+            result["cls_offset_maps"] = seen.crop(maps.cls_offsets)
         return result
 
     def offset_parameters(self) -> list[nn.Parameter]:
@@ -364,8 +401,11 @@ def _rois(proposals: list[Tensor]) -> Tensor:
     )
 
 
-def build_model(cfg: ModelConfig) -> RFCN:
-    """Wire an :class:`RFCN` from the model config (the one place config meets modules)."""
+def build_model(cfg: ModelConfig) -> RFCN | TorchvisionFasterRCNN:
+    """Wire an :class:`RFCN` from the model config (the one place config meets modules), or
+    torchvision's Faster R-CNN on the same trunk for ``model.head: torchvision``."""
+    if cfg.head == "torchvision":
+        return build_torchvision_faster_rcnn(cfg)
     backbone = build_backbone(
         cfg.backbone,
         cfg.pretrained,
@@ -392,9 +432,23 @@ def build_model(cfg: ModelConfig) -> RFCN:
         positive_fraction=cfg.rpn_positive_fraction,
         box_weights=cfg.rpn_box_weights,
     )
-    head: RFCNHead | C4Head
+    head: DetectorHead
     if cfg.head == "c4":
         head = move_conv5_into_c4_head(backbone, cfg, cfg.box_mode, cfg.ps_roi_mode)
+    elif cfg.head == "light_head":
+        head = LightHead(
+            backbone.conv5_channels,
+            cfg.num_classes,
+            cfg.box_mode,
+            spatial_scale=1.0 / backbone.stride,
+            k=cfg.k,
+            alpha=cfg.light_head_alpha,
+            mid_channels=mid_channels(cfg.backbone, cfg.light_head_mid_channels),
+            kernel_size=cfg.light_head_kernel,
+            fc_channels=cfg.light_head_fc_channels,
+            ps_roi_mode=cfg.ps_roi_mode,
+            sampling_ratio=cfg.ps_roi_sampling_ratio,
+        )
     else:
         head = RFCNHead(
             backbone.conv5_channels,

@@ -20,11 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from rfcn.modeling.deformable_conv import OffsetConv2d
+from rfcn.modeling.heads import BOX_MODES, num_box_slots
+from rfcn.modeling.heads import box_slot_of_label as box_slot_of_label  # its former home
 from rfcn.ops import deform_ps_roi_pool, ps_roi_pool, ps_roi_vote
-
-# Box deltas per RoI and bin, by box mode: class-agnostic (paper text, 4k² channels), the
-# original code's "agnostic" with a background and a foreground slot (8k²), class-specific (4k²C).
-BOX_MODES = ("agnostic", "agnostic8", "class")
 
 # The original deformable R-FCN's settings: bins move by offset * 0.1 * RoI size (the paper's
 # gamma), and each bin averages 4 x 4 bilinear samples (``sample_per_part``).
@@ -39,24 +37,6 @@ class ScoreMaps(NamedTuple):
     box: Tensor  # (B, 4Mk², h, w)
     cls_offsets: Tensor | None  # (B, 2k²(C+1), h, w): x, y offset maps per class, class-major
     box_offsets: Tensor | None  # (B, 2k², h, w): one x, y pair for every box channel
-
-
-def num_box_slots(box_mode: str, num_classes: int) -> int:
-    """How many 4-vectors of deltas the head predicts per RoI."""
-    return {"agnostic": 1, "agnostic8": 2, "class": num_classes}[box_mode]
-
-
-def box_slot_of_label(labels: Tensor, box_mode: str) -> Tensor:
-    """``(N,)`` int64 slot holding the deltas for each label (background rows: any valid slot).
-
-    "agnostic8" regresses foreground RoIs with slot 1; slot 0 (background) is never trained nor
-    used, exactly as the original code's 8-channel class-agnostic regression.
-    """
-    if box_mode == "agnostic":
-        return labels.new_zeros(labels.shape)
-    if box_mode == "agnostic8":
-        return (labels > 0).long()
-    return (labels - 1).clamp(min=0)
 
 
 class RFCNHead(nn.Module):

@@ -35,13 +35,25 @@ inside that band is clamped to the map (coordinates below 0 become 0, at or past
 row/column use that row/column), torchvision's convention. Each bin is then a weighted sum of
 the ``(2 * sampling_ratio)**2`` map pixels its samples' bilinear taps read.
 
-Both modes are thus weighted sums of rows of a bin-major table, in which the D class scores one
-bin reads at one pixel are contiguous. Coordinates, taps and weights are computed in float64, so
-bin edges do not depend on the feature dtype; no gradient flows to ``rois``. Eagerly (CPU or
-CUDA) one ``embedding_bag`` call computes all the sums without materialising the gathered rows:
-at 2000 RoIs on 2 CPU threads, ``align`` took a third of the time of torchvision's
-``ps_roi_align`` kernel and ``pool`` three quarters of that of gathering the corner rows first
-(README, "Flat in the number of RoIs"). Its backward pass skips
+Mode ``"align_max"`` — Light-Head R-CNN's PSRoIAlign (Li et al. 2017, §3.2), with the
+arithmetic of its public kernel (``lib_psalign_pooling/psalign_pooling_op_gpu.cu.cc``):
+RoI start/end ``v * spatial_scale`` (no ``-0.5``, no rounding), RoI size ``max(end - start, 0)``;
+sample ``(s_y, s_x)`` of bin ``(i, j)`` at ``start + bin * (i + (s + 0.5) / sampling_ratio)``;
+each sample reads its four neighbours ``floor(.)`` and ``floor(.) + 1`` bilinearly, a neighbour
+outside the map reading 0 (no clamping); the bin is the **maximum** of its ``sampling_ratio**2``
+samples (the first one on ties), and its gradient goes to that sample's taps only. One
+deliberate difference: where a sample falls exactly on a pixel row or column, the kernel's taps
+``floor`` and ``ceil`` coincide and it counts that pixel twice (the value doubles there, a jump
+of the interpolant); here the interpolant stays continuous. Everywhere else the numbers are the
+kernel's.
+
+All modes are thus weighted sums of rows of a bin-major table (``align_max``: one a sample,
+then a maximum), in which the D class scores one bin reads at one pixel are contiguous.
+Coordinates, taps and weights are computed in float64, so bin edges do not depend on the
+feature dtype; no gradient flows to ``rois``. Eagerly (CPU or
+CUDA) one ``embedding_bag`` call computes all the sums without materialising the gathered rows
+(faster than torchvision's ``ps_roi_align`` kernel and than gathering the corner rows first,
+as ``rfcn benchmark`` shows). Its backward pass skips
 the bins whose gradient is all zero: with OHEM (paper §2) only the B selected of the N pooled
 RoIs carry one, so the backward cost follows B. :func:`ps_roi_vote` pools and averages the k²
 bins (the vote) with the same numbers, and its backward pass goes from the ``(K, D)`` vote
@@ -61,7 +73,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-MODES = ("pool", "align")
+MODES = ("pool", "align", "align_max")
+# The bilinear modes, which take sampling_ratio² samples per bin.
+SAMPLED_MODES = ("align", "align_max")
 
 # The original layer's lower bound on the RoI size in feature cells (avoids empty RoIs).
 MIN_ROI_SIZE = 0.1
@@ -82,13 +96,17 @@ def ps_roi_pool(
         rois: ``(K, 5)`` ``[batch_index, x1, y1, x2, y2]`` in input-image pixels.
         output_size: k, bins per side.
         spatial_scale: feature cells per input pixel (1/16 for a stride-16 map).
-        mode: ``"pool"`` (exact Eq. 1 average) or ``"align"`` (bilinear samples).
-        sampling_ratio: samples per bin side in ``"align"`` mode (>= 1); unused by ``"pool"``.
+        mode: ``"pool"`` (exact Eq. 1 average), ``"align"`` (average of bilinear samples) or
+            ``"align_max"`` (Light-Head R-CNN's maximum of bilinear samples).
+        sampling_ratio: samples per bin side in the bilinear modes (>= 1); unused by ``"pool"``.
 
     Returns:
         ``(K, D, k, k)`` pooled scores, dtype of ``features``.
     """
     k = output_size
+    if mode == "align_max":
+        _check_arguments(features, rois, k, mode, sampling_ratio)
+        return _max_of_samples(features, rois, k, spatial_scale, sampling_ratio)
     table, index, weights = _bin_sums(features, rois, k, spatial_scale, mode, sampling_ratio)
     return _pooled(table, index, weights, features.dtype)
 
@@ -112,6 +130,8 @@ def ps_roi_vote(
         ``(K, D)`` average of the k² pooled scores, dtype of ``features``.
     """
     k = output_size
+    if mode == "align_max":  # the maximum's backward already reaches only the chosen samples
+        return ps_roi_pool(features, rois, k, spatial_scale, mode, sampling_ratio).mean(dim=(2, 3))
     table, index, weights = _bin_sums(features, rois, k, spatial_scale, mode, sampling_ratio)
     if table.requires_grad and torch.is_grad_enabled() and _eager():
         return _VotedRows.apply(table, index, weights, features.dtype)
@@ -149,7 +169,7 @@ def _check_arguments(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if k < 1:
         raise ValueError(f"output_size must be >= 1, got {k}")
-    if mode == "align" and sampling_ratio < 1:
+    if mode in SAMPLED_MODES and sampling_ratio < 1:
         raise ValueError(f"sampling_ratio must be >= 1, got {sampling_ratio}")
     check_pooling_inputs(features, rois, k)
 
@@ -453,3 +473,59 @@ def _bilinear_taps(
     indices = torch.stack((low, high), dim=-1).to(torch.int64).flatten(-2)  # (K, k, 2s)
     weights = (torch.stack((1 - frac, frac), dim=-1) * inside.unsqueeze(-1)).flatten(-2)
     return indices, weights
+
+
+def _max_of_samples(
+    features: Tensor, rois: Tensor, k: int, spatial_scale: float, sampling_ratio: int
+) -> Tensor:
+    """Mode ``"align_max"``: ``(K, D, k, k)``, each bin the maximum of its ``sampling_ratio**2``
+    bilinear samples (module docstring). Each sample is a weighted sum of its four taps' rows
+    of the bin-major table (:func:`_weighted_rows`, so the backward pass skips the samples the
+    maximum did not choose)."""
+    height, width = features.shape[-2:]
+    num_rois, num_classes = rois.shape[0], features.shape[1] // (k * k)
+    samples = sampling_ratio * sampling_ratio
+    coords = rois[:, 1:].detach().to(torch.float64) * spatial_scale
+    x0, y0, x1, y1 = coords.unbind(dim=1)
+    rows, row_weights = _zero_padded_taps(y0, y1, k, sampling_ratio, height)  # (K, k, s, 2)
+    cols, col_weights = _zero_padded_taps(x0, x1, k, sampling_ratio, width)
+    taps = _table_rows(
+        rois[:, 0].to(torch.int64), rows.flatten(-2), cols.flatten(-2), height, width
+    )
+    weights = row_weights.view(-1, k, 1, 2 * sampling_ratio, 1) * col_weights.view(
+        -1, 1, k, 1, 2 * sampling_ratio
+    )  # (K, k, k, 2s, 2s), tap (2 s_y + a, 2 s_x + b)
+    # (K, k, k, s_y, a, s_x, b) -> (K, k, k, s_y, s_x, a, b): one sample's four taps together.
+    taps = taps.view(-1, k, k, sampling_ratio, 2, sampling_ratio, 2).transpose(4, 5)
+    weights = weights.view(-1, k, k, sampling_ratio, 2, sampling_ratio, 2).transpose(4, 5)
+    values = _weighted_rows(
+        _bin_major(features, k).reshape(-1, num_classes),
+        taps.reshape(-1, 4),
+        weights.reshape(-1, 4).to(features.dtype),
+    )  # (K * k * k * s², D)
+    # max(dim) keeps the first maximum, as the kernel's strict ">", and sends the gradient there.
+    best = values.view(num_rois, k, k, samples, num_classes).max(dim=3).values  # (K, k, k, D)
+    return best.permute(0, 3, 1, 2).to(features.dtype)
+
+
+def _zero_padded_taps(
+    start: Tensor, end: Tensor, k: int, sampling_ratio: int, size: int
+) -> tuple[Tensor, Tensor]:
+    """Pixel indices and weights of the two bilinear taps of each sample along one axis, for
+    ``"align_max"``: ``(K, k, s, 2)`` int64 indices ``floor(p)``, ``floor(p) + 1`` and float64
+    weights ``1 - frac``, ``frac``; a tap outside ``[0, size - 1]`` gets weight 0 (its index is
+    clamped into the map only so that it can be gathered).
+
+    ``start``/``end`` are ``(K,)`` float64 RoI edges in feature cells; the sample positions follow
+    the kernel's order of operations, ``start + bin * (i + (1 / s) * (p + 0.5))``.
+    """
+    bin_size = ((end - start).clamp(min=0) / k).view(-1, 1, 1)  # (K, 1, 1)
+    bin_index = torch.arange(k, dtype=torch.float64, device=start.device).view(1, k, 1)
+    sample_index = torch.arange(sampling_ratio, dtype=torch.float64, device=start.device)
+    offset = (1.0 / sampling_ratio) * (sample_index + 0.5)  # (s,)
+    point = start.view(-1, 1, 1) + bin_size * (bin_index + offset)  # (K, k, s)
+    low = torch.floor(point)
+    frac = point - low
+    taps = torch.stack((low, low + 1), dim=-1)  # (K, k, s, 2)
+    weights = torch.stack((1 - frac, frac), dim=-1) * ((taps >= 0) & (taps <= size - 1))
+    return taps.clamp(min=0, max=size - 1).to(torch.int64), weights

@@ -5,7 +5,11 @@ By default, the paper's Table 2 in miniature on the demo's data and budget: R-FC
 trick (stride 32 score maps; Table 3's neighbour). Deformable ConvNets (Dai et al., ICCV 2017,
 Table 1) rows add deformable PS-RoI pooling and deformable conv5 to the k = 7 model, alone and
 together (``k7_dpsroi``, ``k7_dconv5``, ``k7_dpsroi_dconv5``; a deformable PS-RoI run also
-draws ``deformable_parts.png`` in its folder). ``--config`` takes another base config, such
+draws ``deformable_parts.png`` in its folder). Beside R-FCN: its Faster R-CNN C4 counterpart
+trained with R-FCN's recipe (``c4``, ``c4_align``), the light head with either PSRoIAlign
+(``light_head``, ``light_head_align``; :mod:`rfcn.modeling.light_head`) and torchvision's own
+Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
+:mod:`rfcn.modeling.torchvision_baseline`). ``--config`` takes another base config, such
 as the small-object benchmarks (``configs/small_objects_synthetic.yaml``,
 ``configs/raccoon_small_cpu.yaml``), and ``--variants`` picks rows from :data:`VARIANTS`.
 
@@ -43,7 +47,8 @@ from rfcn.errors import UserError
 from rfcn.evaluation.seed_stats import METRICS, format_summary, summarize
 from rfcn.files import read_json, write_image, write_json
 from rfcn.machine import describe_machine
-from rfcn.tools.arguments import add_config_overrides, add_progress_switch
+from rfcn.records import check_record_path, make_record, write_record
+from rfcn.tools.arguments import add_config_overrides, add_progress_switch, add_record_option
 from rfcn.tools.demo import (
     DEFORMABLE_PARTS,
     deformable_parts_picture,
@@ -86,6 +91,21 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.ps_roi_mode=align",
         "model.ps_roi_sampling_ratio=2",
     ),
+    # Light-Head R-CNN's head (issue 35) with its PSRoIAlign (the maximum of 2 x 2 bilinear
+    # samples a bin, the official kernel) or with the average of them (R-FCN's "align")
+    "light_head": (
+        "model.head=light_head",
+        "model.ps_roi_mode=align_max",
+        "model.ps_roi_sampling_ratio=2",
+    ),
+    "light_head_align": (
+        "model.head=light_head",
+        "model.ps_roi_mode=align",
+        "model.ps_roi_sampling_ratio=2",
+    ),
+    # torchvision's Faster R-CNN (its RPN, RoIAlign 7 x 7, two fc layers, sampler and losses)
+    # on conv1..conv4 of the same trunk: the detector a user picks instead of R-FCN (issue 35)
+    "tv_faster_rcnn": ("model.head=torchvision",),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 # Test-time settings (rfcn.config.TEST_TIME_SETTINGS) that the variant <trained>_<suffix> adds to
@@ -266,13 +286,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="a tiny budget (tests)")
     add_config_overrides(parser, "train.base_lr=0.02")
     add_progress_switch(parser)
+    add_record_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    check_record_path(args.record)
     result = run_ablation(args)
     write_json(args.out / "ablation.json", result)
+    if args.record:
+        values = {key: value for key, value in result.items() if key != "machine"}
+        seeds = sorted({seed for row in result["variants"] for seed in row["seeds"]})
+        write_record(args.record, make_record("ablate", args.command_words, values, seeds))
     print(format_summary(result, result["runs"]))
     print(f"saved {args.out / 'ablation.json'}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_config_overrides(parser: argparse.ArgumentParser, example: str) -> None:
@@ -23,3 +24,17 @@ def add_progress_switch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
+
+
+def add_record_option(parser: argparse.ArgumentParser) -> None:
+    """``--record FILE.json``: also write the result as a record (:mod:`rfcn.records`)."""
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="also write the result as a record (command, version, machine, seeds, values), "
+        "e.g. docs/results/NAME.json",
+    )
+    # rfcn.cli.main sets the words of the command it runs; a caller without it records
+    # this process's command line
+    parser.set_defaults(command_words=None)

@@ -15,6 +15,8 @@ from rfcn.benchmark.report import format_table
 from rfcn.benchmark.run import QUICK, RESNETS, BenchmarkSettings, run_benchmark
 from rfcn.errors import UserError
 from rfcn.files import write_json
+from rfcn.records import check_record_path, make_record, write_record
+from rfcn.tools.arguments import add_record_option
 
 
 def _counts(text: str) -> tuple[int, ...]:
@@ -27,6 +29,14 @@ def _counts(text: str) -> tuple[int, ...]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError(f"RoI counts must be positive, got {text!r}")
     return counts
+
+
+def _backbones(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    unknown = [name for name in names if name not in RESNETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"not one of {', '.join(RESNETS)}: {', '.join(unknown)}")
+    return names
 
 
 def _positive(text: str) -> int:
@@ -45,7 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="time R-FCN against its Faster R-CNN C4 counterpart",
         description="Time R-FCN against its Faster R-CNN C4 counterpart (same backbone, size and "
         "RoIs): whole pipelines, heads vs RoI count, OHEM training steps, peak memory, and the "
-        "fast-inference variants. Writes JSON and prints a Markdown table.",
+        "fast-inference variants; and the heads side by side (R-FCN, light head, C4, "
+        "torchvision's Faster R-CNN FPN at two backbones, class counts and RoI counts). Writes "
+        "JSON and prints a Markdown table.",
     )
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -103,6 +115,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--deformable-roi-counts", type=_counts, help="RoIs for those, default 300,2000"
     )
+    parser.add_argument(
+        "--heads",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time the heads side by side: R-FCN, light head, C4, torchvision's Faster "
+        "R-CNN FPN; head FLOPs and ms, whole pipeline ms (default: on)",
+    )
+    parser.add_argument(
+        "--heads-only", action="store_true", help="time the heads side by side alone"
+    )
+    parser.add_argument(
+        "--heads-backbones",
+        type=_backbones,
+        help="ResNets of the heads side by side, default resnet50,resnet101",
+    )
+    parser.add_argument(
+        "--heads-num-classes", type=_counts, help="class counts C for those, default 20,80"
+    )
+    parser.add_argument("--heads-roi-counts", type=_counts, help="RoIs for those, default 300,2000")
+    add_record_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -114,6 +146,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         weights=args.weights,
         image=args.image,
         rfcn_only=args.rfcn_only,
+        heads_only=args.heads_only,
     )
     if args.quick:
         settings = replace(settings, **QUICK)
@@ -130,6 +163,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "deformable_roi_counts": args.deformable_roi_counts,
         "ps_roi_mode": args.ps_roi_mode,
         "ps_roi_sampling_ratio": args.ps_roi_sampling_ratio,
+        "heads": args.heads,
+        "heads_backbones": args.heads_backbones,
+        "heads_num_classes": args.heads_num_classes,
+        "heads_roi_counts": args.heads_roi_counts,
     }
     settings = replace(settings, **{k: v for k, v in flags.items() if v is not None})
     return replace(settings, max_size=max(settings.max_size, settings.size * 4 // 3 + 1))
@@ -143,8 +180,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device", "cuda was asked for but torch sees no CUDA device")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    check_record_path(args.record)
     result = run_benchmark(settings_from_args(args))
     write_json(out, result)
+    if args.record:
+        record = make_record("benchmark", args.command_words, result, [], torch.device(args.device))
+        write_record(args.record, record)
     print(format_table(result))
     print(f"wrote {out}")
     return 0

@@ -44,14 +44,17 @@ from rfcn.evaluation.runner import detect_dataset, ground_truth_source, test_pre
 from rfcn.evaluation.voc import load_voc_ground_truth
 from rfcn.files import write_image, write_json
 from rfcn.machine import describe_machine
+from rfcn.modeling.light_head import LightHead
 from rfcn.modeling.rfcn_head import RFCNHead
-from rfcn.tools.arguments import add_config_overrides, add_progress_switch
+from rfcn.records import check_record_path, make_record, write_record
+from rfcn.tools.arguments import add_config_overrides, add_progress_switch, add_record_option
 from rfcn.visualize import (
     deformable_parts_figure,
     draw_detections,
     image_grid,
     loss_figure,
     score_map_figure,
+    thin_maps_figure,
     to_pil_image,
 )
 
@@ -310,6 +313,24 @@ def score_maps_picture(run: RunResult) -> Image.Image:
 
 
 @torch.no_grad()
+def thin_maps_picture(run: RunResult) -> Image.Image:
+    """The light head's thin maps for one confidently detected test object: its box as the RoI
+    and the alpha x p x p bins PSRoIAlign pools for it (:func:`rfcn.visualize.thin_maps_figure`)."""
+    model, dataset = run.model, run.test_set
+    ((image_id, row),) = _figure_objects(run, 1)
+    found = run.detections[image_id]
+    image, _ = dataset[dataset.image_ids.index(image_id)]
+    seen = model.head_input(image)
+    roi = torch.cat((torch.zeros(1), found["boxes"][row] * seen.scale))[None]  # network pixels
+    pooled = model.head.pool(model.head.thin_maps(seen.conv5), roi)[0]  # (alpha, p, p)
+    name = dataset.class_names[int(found["labels"][row]) - 1]
+    title = f"{name} {float(found['scores'][row]):.2f}"
+    return thin_maps_figure(
+        to_pil_image(image), found["boxes"][row].tolist(), pooled.numpy(), title
+    )
+
+
+@torch.no_grad()
 def deformable_parts_picture(run: RunResult, count: int = 6) -> Image.Image:
     """The Deformable ConvNets paper's Figure 7 on ``count`` confidently detected test objects:
     each detection as an RoI, with its class's k×k bins where deformable PS-RoI pooling moved
@@ -355,6 +376,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_overrides(parser, "model.k=3")
     add_progress_switch(parser)
+    add_record_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -367,6 +389,7 @@ def set_threads(threads: int | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    check_record_path(args.record)
     out: Path = args.out
     cfg = demo_config(out, args.quick, args.iterations, args.overrides)
     started = time.perf_counter()
@@ -374,6 +397,8 @@ def run(args: argparse.Namespace) -> int:
     pictures = {"detections.png": detections_picture(result)}
     if isinstance(result.model.head, RFCNHead):  # the C4 counterpart has no score maps
         pictures["score_maps.png"] = score_maps_picture(result)
+    elif isinstance(result.model.head, LightHead):
+        pictures["thin_maps.png"] = thin_maps_picture(result)
     pictures["loss.png"] = loss_figure(result.history)
     if cfg.model.deformable_psroi:
         pictures[DEFORMABLE_PARTS] = deformable_parts_picture(result)
@@ -382,6 +407,9 @@ def run(args: argparse.Namespace) -> int:
     metrics = {**result.metrics, "total_seconds": round(time.perf_counter() - started, 1)}
     metrics["checkpoint"] = str(result.checkpoint)
     write_json(out / "metrics.json", metrics)
+    if args.record:
+        values = {key: value for key, value in metrics.items() if key != "machine"}
+        write_record(args.record, make_record("demo", args.command_words, values, [cfg.train.seed]))
     print(
         f"VOC07 mAP@0.5 {_fraction(metrics['voc07_mAP50'])}, "
         f"COCO AP {_fraction(metrics['coco_AP'])} on "

@@ -1,0 +1,216 @@
+"""Markdown tables generated from result records (:mod:`rfcn.records`), so no measured figure
+is typed by hand.
+
+A page asks for a table with a marker on a line of its own; the documentation build (the
+MkDocs hook ``docs/hooks.py``) and ``rfcn records --update README.md`` replace it:
+
+    <!-- table: demo [NAME ...] -->      the demo records named (all when none), a row each
+    <!-- table: ablation NAME -->        the mean ± sd table of the ablate record NAME
+    <!-- table: benchmark NAME -->       the timing table of the benchmark record NAME
+    <!-- table: summary [NAME ...] -->   the README's short table of what this version measures
+    <!-- table: list [NAME ...] -->      the records with their kind, machine, seeds and command
+
+In a file that is not built (the README) the generated table stands between the marker and
+``<!-- end table -->``, and ``rfcn records --check README.md`` fails when it is stale.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from rfcn.benchmark.report import format_table
+from rfcn.errors import UserError
+from rfcn.evaluation.seed_stats import METRICS, mean_sd_text
+
+Records = Mapping[str, Mapping[str, Any]]
+MARKER = re.compile(r"^<!-- table: (?P<kind>[a-z_]+)(?P<names>(?: [\w.-]+)*) -->$", re.M)
+END = "<!-- end table -->"
+
+
+def machine_label(record: Mapping[str, Any]) -> str:
+    """``Intel(R) Xeon(R) Processor, 2 threads`` or the GPU's name."""
+    machine = record["machine"]
+    if str(machine.get("device", "cpu")).startswith("cuda"):
+        return str(machine["device_name"])
+    return f"{machine['cpu_model']}, {machine['torch_threads']} threads"
+
+
+def _source(name: str, record: Mapping[str, Any], link: str) -> str:
+    """The record's link with its version and date: where a reader checks a figure."""
+    return f"[{name}]({link}{name}.json) (v{record['version']}, {record['date'][:10]})"
+
+
+def _demo_precision(values: Mapping[str, Any]) -> str:
+    return "float32" if values.get("train_autocast", "none") == "none" else values["train_autocast"]
+
+
+def demo_table(records: Records, link: str) -> str:
+    """One row per ``demo`` record: accuracy, time and the machine it ran on."""
+    lines = [
+        "| record | machine | training | VOC07 mAP@0.5 | COCO AP | train s | total s |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name, record in records.items():
+        if record["kind"] != "demo":
+            continue
+        values = record["values"]
+        lines.append(
+            f"| {_source(name, record, link)} | {machine_label(record)} "
+            f"| {_demo_precision(values)} | {values['voc07_mAP50']:.3f} "
+            f"| {_fraction(values.get('coco_AP'))} | {values['train_seconds']:.0f} "
+            f"| {values['total_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _fraction(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def ablation_table(name: str, record: Mapping[str, Any], link: str) -> str:
+    """An ablate record's mean ± sd over seeds per variant (percent), ``*`` on a difference
+    from the reference variant that holds (two-sd test, :mod:`rfcn.evaluation.seed_stats`)."""
+    values = record["values"]
+    holds = {
+        (entry["variant"], entry["metric"]) for entry in values["differences"] if entry["holds"]
+    }
+    titles = " | ".join(METRICS.values())
+    lines = [
+        f"| variant | seeds | {titles} | train s |",
+        "|---|---:|" + "---:|" * (len(METRICS) + 1),
+    ]
+    for row in values["variants"]:
+        cells = " | ".join(
+            mean_sd_text(row["spread"][key]) + (" *" if (row["variant"], key) in holds else "")
+            for key in METRICS
+        )
+        seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
+        lines.append(f"| {row['variant']} | {len(row['seeds'])} | {cells} | {seconds} |")
+    lines += [
+        "",
+        f"Percent, mean ± sample sd over seeds {', '.join(map(str, record['seeds']))}; "
+        f"* differs from {values['reference']} beyond twice the sd of the difference. "
+        f"{machine_label(record)}, torch {record['machine']['torch']}. "
+        f"Command: `{record['command']}`. Source: {_source(name, record, link)}.",
+    ]
+    return "\n".join(lines)
+
+
+def benchmark_table(name: str, record: Mapping[str, Any], link: str) -> str:
+    """A benchmark record's timing table, as ``rfcn benchmark`` prints it, with its source."""
+    return (
+        format_table(record["values"])
+        + f"\n\nCommand: `{record['command']}`. Source: {_source(name, record, link)}."
+    )
+
+
+def _benchmark_summary_rows(values: Mapping[str, Any], machine: str, source: str) -> list[str]:
+    """R-FCN's speed-up over its C4 counterpart (whole pipeline), and the light head's time over
+    R-FCN's head (process CPU time, the steadier reading), by RoI count."""
+    rows = []
+    if "ratios" in values:
+        settings = values["settings"]
+        speedups = values["ratios"]["wall"]["rfcn_speedup_over_c4"]["pipeline"]
+        rows += [
+            f"| `rfcn benchmark`: R-FCN over C4, {settings['backbone']}, {settings['size']} px, "
+            f"{count} RoIs | {speedup:.2f}x faster | {machine} | {source} |"
+            for count, speedup in speedups.items()
+        ]
+    for backbone, by_classes in values.get("heads", {}).get("over_rfcn", {}).items():
+        for classes, detectors in by_classes.items():
+            rows += [
+                f"| `rfcn benchmark`: light head's head time over R-FCN's, {backbone}, "
+                f"C = {classes}, {count} RoIs | {ratio['head_cpu']:.2f}x | {machine} | {source} |"
+                for count, ratio in detectors.get("light_head", {}).items()
+            ]
+    return rows
+
+
+def summary_table(records: Records, link: str) -> str:
+    """The README's short table: each demo record, each ablate record's variants and each
+    benchmark record's R-FCN speed-up over its Faster R-CNN C4 counterpart."""
+    lines = ["| measured | value | machine | record |", "|---|---|---|---|"]
+    for name, record in records.items():
+        values, source, machine = (
+            record["values"],
+            _source(name, record, link),
+            machine_label(record),
+        )
+        if record["kind"] == "demo":
+            lines.append(
+                f"| `rfcn demo` ({_demo_precision(values)}): VOC07 mAP@0.5, time in all "
+                f"| {values['voc07_mAP50']:.3f} in {values['total_seconds']:.0f} s "
+                f"| {machine} | {source} |"
+            )
+        elif record["kind"] == "ablate":
+            for row in values["variants"]:
+                lines.append(
+                    f"| `rfcn ablate` {row['variant']}, {len(row['seeds'])} seeds: mAP@0.5 "
+                    f"| {mean_sd_text(row['spread']['voc07_mAP50'])} | {machine} | {source} |"
+                )
+        elif record["kind"] == "benchmark":
+            lines += _benchmark_summary_rows(values, machine, source)
+    return "\n".join(lines)
+
+
+def list_table(records: Records, link: str) -> str:
+    """Every record: what it measured, with which version, where and by which command."""
+    lines = ["| record | kind | machine | seeds | command |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {_source(name, record, link)} | {record['kind']} | {machine_label(record)} "
+        f"| {', '.join(map(str, record['seeds'])) or '-'} | `{record['command']}` |"
+        for name, record in records.items()
+    ]
+    return "\n".join(lines)
+
+
+def _selected(records: Records, names: list[str], marker: str) -> Records:
+    """The records a marker names, in its order; every record when it names none."""
+    missing = [name for name in names if name not in records]
+    if missing:
+        raise UserError(marker, f"no record {', '.join(f'{name}.json' for name in missing)}")
+    return {name: records[name] for name in names} if names else records
+
+
+def render(kind: str, names: list[str], records: Records, link: str) -> str:
+    """The table a marker asks for; ``link`` prefixes the record files' links."""
+    marker = f"table: {' '.join([kind, *names])}"
+    if kind == "demo":
+        return demo_table(_selected(records, names, marker), link)
+    if kind == "summary":
+        return summary_table(_selected(records, names, marker), link)
+    if kind == "list":
+        return list_table(_selected(records, names, marker), link)
+    renderers = {
+        "ablation": ("ablate", ablation_table),
+        "benchmark": ("benchmark", benchmark_table),
+    }
+    if kind not in renderers:
+        raise UserError(marker, "unknown table (demo, summary, list, ablation, benchmark)")
+    if len(names) != 1:
+        raise UserError(marker, f"a {kind} table names one record")
+    record_kind, render_one = renderers[kind]
+    (name,) = names
+    record = _selected(records, names, marker)[name]
+    if record["kind"] != record_kind:
+        raise UserError(marker, f"{name}.json is a {record['kind']} record, not {record_kind}")
+    return render_one(name, record, link)
+
+
+def fill_markers(text: str, records: Records, link: str) -> str:
+    """``text`` with each marker followed by its generated table and ``<!-- end table -->``;
+    a table generated earlier (up to the next end line) is replaced."""
+    matches = list(MARKER.finditer(text))
+    pieces: list[str] = []
+    position = 0
+    for index, match in enumerate(matches):
+        pieces.append(text[position : match.end()])
+        next_marker = matches[index + 1].start() if index + 1 < len(matches) else len(text)
+        end = text.find(END, match.end(), next_marker)
+        position = match.end() if end < 0 else end + len(END)
+        names = match["names"].split()
+        pieces.append(f"\n{render(match['kind'], names, records, link)}\n{END}")
+    pieces.append(text[position:])
+    return "".join(pieces)

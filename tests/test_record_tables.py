@@ -1,0 +1,102 @@
+from typing import Any
+
+import pytest
+
+from rfcn.errors import UserError
+from rfcn.evaluation.seed_stats import summarize
+from rfcn.record_tables import END, fill_markers, render
+
+MACHINE = {"cpu_model": "Test CPU", "torch_threads": 2, "torch": "2.14.1", "device": "cpu"}
+
+
+def _record(kind: str, values: dict[str, Any], seeds: list[int]) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "kind": kind,
+        "command": f"rfcn {kind}",
+        "version": "9.9.9",
+        "date": "2026-12-06T00:00:00+00:00",
+        "machine": MACHINE,
+        "seeds": seeds,
+        "values": values,
+    }
+
+
+def _run(seed: int, map50: float) -> dict[str, Any]:
+    return {"seed": seed, "voc07_mAP50": map50, "train_seconds": 100.0}
+
+
+def _records() -> dict[str, dict[str, Any]]:
+    # k7: 0.90, 0.91, 0.92 (mean 91.0, sd 1.0); k1: 0.30, 0.40, 0.50 (mean 40.0, sd 10.0);
+    # the difference, -51.0 ± sqrt(1/3 + 100/3) = ± 5.8, holds
+    runs = {
+        "k7": [_run(0, 0.90), _run(1, 0.91), _run(2, 0.92)],
+        "k1": [_run(0, 0.30), _run(1, 0.40), _run(2, 0.50)],
+    }
+    demo = {
+        "voc07_mAP50": 0.9181,
+        "coco_AP": 0.6789,
+        "train_seconds": 109.4,
+        "total_seconds": 127.2,
+        "train_autocast": "bf16",
+    }
+    return {
+        "demo": _record("demo", demo, [0]),
+        "table2": _record("ablate", summarize(runs, "k7"), [0, 1, 2]),
+    }
+
+
+def test_ablation_table_gives_mean_sd_and_marks_what_holds() -> None:
+    table = render("ablation", ["table2"], _records(), "results/")
+    assert "| k7 | 3 | 91.0 ± 1.0 |" in table
+    assert "| k1 | 3 | 40.0 ± 10.0 * |" in table
+    assert "[table2](results/table2.json) (v9.9.9, 2026-12-06)" in table
+    assert "Test CPU, 2 threads" in table and "`rfcn ablate`" in table
+
+
+def test_demo_and_summary_rows_come_from_the_values() -> None:
+    records = _records()
+    demo = render("demo", [], records, "")
+    assert "| [demo](demo.json) (v9.9.9, 2026-12-06) | Test CPU, 2 threads | bf16 " in demo
+    assert "| 0.918 | 0.679 | 109 | 127 |" in demo
+    summary = render("summary", [], records, "docs/results/")
+    assert "| 0.918 in 127 s |" in summary
+    assert "`rfcn ablate` k1, 3 seeds: mAP@0.5 | 40.0 ± 10.0 |" in summary
+    assert render("summary", ["demo"], records, "").count("\n") == 2, "only the named record"
+
+
+def test_markers_are_filled_and_refilled_in_place() -> None:
+    text = "# Page\n\n<!-- table: demo -->\n\nafter\n\n<!-- table: list -->\nend\n"
+    records = _records()
+    filled = fill_markers(text, records, "")
+    assert filled.startswith("# Page\n\n<!-- table: demo -->\n| record |")
+    assert filled.count(END) == 2 and "\n\nafter\n\n" in filled and filled.endswith("end\n")
+    assert fill_markers(filled, records, "") == filled, "filling twice changes nothing"
+    records["demo"]["values"]["voc07_mAP50"] = 0.5
+    refilled = fill_markers(filled, records, "")
+    assert "| 0.500 |" in refilled and "| 0.918 |" not in refilled, "a stale table is replaced"
+
+
+@pytest.mark.parametrize(
+    ("kind", "names", "problem"),
+    [
+        ("ablation", ["missing"], "no record missing.json"),
+        ("ablation", ["demo"], "demo.json is a demo record, not ablate"),
+        ("ablation", [], "a ablation table names one record"),
+        ("nope", [], "unknown table"),
+    ],
+)
+def test_a_bad_marker_is_named(kind: str, names: list[str], problem: str) -> None:
+    with pytest.raises(UserError, match=problem):
+        render(kind, names, _records(), "")
+
+
+def test_benchmark_summary_rows_give_the_speed_ratios() -> None:
+    values = {
+        "settings": {"backbone": "resnet101", "size": 600},
+        "ratios": {"wall": {"rfcn_speedup_over_c4": {"pipeline": {"300": 3.954}}}},
+        "heads": {"over_rfcn": {"resnet50": {"80": {"light_head": {"2000": {"head_cpu": 1.704}}}}}},
+    }
+    summary = render("summary", [], {"bench": _record("benchmark", values, [])}, "")
+    assert "R-FCN over C4, resnet101, 600 px, 300 RoIs | 3.95x faster |" in summary
+    assert "light head's head time over R-FCN's, resnet50, C = 80, 2000 RoIs | 1.70x |" in summary
