@@ -34,7 +34,8 @@ def machine_label(record: Mapping[str, Any]) -> str:
     machine = record["machine"]
     if str(machine.get("device", "cpu")).startswith("cuda"):
         return str(machine["device_name"])
-    return f"{machine['cpu_model']}, {machine['torch_threads']} threads"
+    threads = machine["torch_threads"]
+    return f"{machine['cpu_model']}, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def _source(name: str, record: Mapping[str, Any], link: str) -> str:
@@ -121,7 +122,7 @@ def _benchmark_summary_rows(values: Mapping[str, Any], machine: str, source: str
     for backbone, by_classes in values.get("heads", {}).get("over_rfcn", {}).items():
         for classes, detectors in by_classes.items():
             rows += [
-                f"| `rfcn benchmark`: light head's head time over R-FCN's, {backbone}, "
+                f"| `rfcn benchmark`: light head's head CPU time over R-FCN's, {backbone}, "
                 f"C = {classes}, {count} RoIs | {ratio['head_cpu']:.2f}x | {machine} | {source} |"
                 for count, ratio in detectors.get("light_head", {}).items()
             ]
