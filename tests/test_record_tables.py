@@ -99,4 +99,6 @@ def test_benchmark_summary_rows_give_the_speed_ratios() -> None:
     }
     summary = render("summary", [], {"bench": _record("benchmark", values, [])}, "")
     assert "R-FCN over C4, resnet101, 600 px, 300 RoIs | 3.95x faster |" in summary
-    assert "light head's head CPU time over R-FCN's, resnet50, C = 80, 2000 RoIs | 1.70x |" in summary
+    assert (
+        "light head's head CPU time over R-FCN's, resnet50, C = 80, 2000 RoIs | 1.70x |" in summary
+    )
