@@ -60,8 +60,9 @@ def undocumented_fields() -> list[str]:
 
 
 def _type_name(hint: Any) -> str:
+    """``int``, ``tuple[int, ...]``, ``str or None`` (a "|" would split the table's cell)."""
     text = str(hint) if not isinstance(hint, type) else hint.__name__
-    return f"`{text.replace('typing.', '')}`"
+    return f"`{text.replace('typing.', '')}`".replace(" | ", "` or `")
 
 
 def _default(item: dataclasses.Field[Any]) -> str:
