@@ -15,7 +15,7 @@ from rfcn.diagnostics import environment, format_environment, requirements
 def test_requirements_come_from_the_package_metadata() -> None:
     core, extras = requirements()
     assert {"torch", "torchvision", "numpy", "pillow", "pycocotools"} <= set(core)
-    # pyproject.toml's user-facing extras; "dev" (pytest, ruff) is not one
+    # pyproject.toml's user-facing extras; "dev" and "docs" (developer tools) are not
     assert extras == {
         "tensorboard": ["tensorboard"],
         "onnx": ["onnx", "onnxruntime", "onnxscript"],

@@ -18,8 +18,9 @@ from rfcn import __version__
 from rfcn.inference.fast_path import bf16_is_fast
 from rfcn.machine import cpu_instruction_sets, cpu_model, usable_cpus
 
-# Developer tools (pytest, ruff), not a feature a user installs: left out of the report.
-_DEVELOPER_EXTRA = "dev"
+# Developer tools (pytest, ruff; the documentation site), not features a user runs: left out of
+# the report.
+_DEVELOPER_EXTRAS = ("dev", "docs")
 # Reported first, and also when rfcn runs from a source tree without its package metadata.
 _KEY_PACKAGES = ("torch", "torchvision", "numpy")
 
@@ -41,7 +42,7 @@ def requirements() -> tuple[list[str], dict[str, list[str]]]:
         extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
         if extra is None:
             core.append(name)
-        elif extra.group(1) != _DEVELOPER_EXTRA:
+        elif extra.group(1) not in _DEVELOPER_EXTRAS:
             extras.setdefault(extra.group(1), []).append(name)
     return core, extras
 
