@@ -22,7 +22,7 @@ from typing import Any
 
 from rfcn.benchmark.report import format_table
 from rfcn.errors import UserError
-from rfcn.evaluation.seed_stats import METRICS, mean_sd_text
+from rfcn.evaluation.seed_stats import METRICS, fraction_text, mean_sd_text
 
 Records = Mapping[str, Mapping[str, Any]]
 MARKER = re.compile(r"^<!-- table: (?P<kind>[a-z_]+)(?P<names>(?: [\w.-]+)*) -->$", re.M)
@@ -60,14 +60,10 @@ def demo_table(records: Records, link: str) -> str:
         lines.append(
             f"| {_source(name, record, link)} | {machine_label(record)} "
             f"| {_demo_precision(values)} | {values['voc07_mAP50']:.3f} "
-            f"| {_fraction(values.get('coco_AP'))} | {values['train_seconds']:.0f} "
+            f"| {fraction_text(values.get('coco_AP'))} | {values['train_seconds']:.0f} "
             f"| {values['total_seconds']:.0f} |"
         )
     return "\n".join(lines)
-
-
-def _fraction(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def ablation_table(name: str, record: Mapping[str, Any], link: str) -> str:

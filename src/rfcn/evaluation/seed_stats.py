@@ -171,6 +171,11 @@ def _difference_text(entry: Mapping[str, Any] | None) -> str:
     return text + f" ± {100 * entry['sd']:.1f}" + ("*" if entry["holds"] else " ")
 
 
+def fraction_text(value: float | None) -> str:
+    """A fraction with three decimals (``0.918``), ``n/a`` for None."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def percent_text(value: float | None) -> str:
     """A fraction as a percentage with one decimal, ``n/a`` for None."""
     return "n/a" if value is None else f"{100 * value:.1f}"

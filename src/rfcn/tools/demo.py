@@ -41,6 +41,7 @@ from rfcn.errors import UserError
 from rfcn.evaluation.evaluator import evaluate_detections
 from rfcn.evaluation.recall import object_recall
 from rfcn.evaluation.runner import detect_dataset, ground_truth_source, test_predictor
+from rfcn.evaluation.seed_stats import fraction_text
 from rfcn.evaluation.voc import load_voc_ground_truth
 from rfcn.files import write_image, write_json
 from rfcn.machine import describe_machine
@@ -411,8 +412,8 @@ def run(args: argparse.Namespace) -> int:
         values = {key: value for key, value in metrics.items() if key != "machine"}
         write_record(args.record, make_record("demo", args.command_words, values, [cfg.train.seed]))
     print(
-        f"VOC07 mAP@0.5 {_fraction(metrics['voc07_mAP50'])}, "
-        f"COCO AP {_fraction(metrics['coco_AP'])} on "
+        f"VOC07 mAP@0.5 {fraction_text(metrics['voc07_mAP50'])}, "
+        f"COCO AP {fraction_text(metrics['coco_AP'])} on "
         f"{metrics['test_images']} test images; trained {metrics['iterations']} iterations "
         f"({_precision(metrics)}) in {metrics['train_seconds']:.0f} s, "
         f"{metrics['total_seconds']:.0f} s in all. "
@@ -429,7 +430,3 @@ def _precision(metrics: dict[str, Any]) -> str:
     if metrics["machine"]["fast_bf16"]:
         return "float32"
     return "float32: this CPU has no AVX512-BF16 or AMX for bf16"
-
-
-def _fraction(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
