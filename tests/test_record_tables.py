@@ -50,6 +50,8 @@ def test_ablation_table_gives_mean_sd_and_marks_what_holds() -> None:
     table = render("ablation", ["table2"], _records(), "results/")
     assert "| k7 | 3 | 91.0 ± 1.0 |" in table
     assert "| k1 | 3 | 40.0 ± 10.0 * |" in table
+    # paired by seed: differences -60, -51, -42, mean -51.0, sd 9.0 / sqrt(3) = 5.2
+    assert "| paired by seed, minus k7 |" in table and "| k1 | -51.0 ± 5.2 * |" in table
     assert "[table2](results/table2.json) (v9.9.9, 2026-12-06)" in table
     assert "Test CPU, 2 threads" in table and "`rfcn ablate`" in table
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from rfcn.benchmark.report import format_table
 from rfcn.errors import UserError
-from rfcn.evaluation.seed_stats import METRICS, fraction_text, mean_sd_text
+from rfcn.evaluation.seed_stats import METRICS, difference_text, fraction_text, mean_sd_text
 
 Records = Mapping[str, Mapping[str, Any]]
 MARKER = re.compile(r"^<!-- table: (?P<kind>[a-z_]+)(?P<names>(?: [\w.-]+)*) -->$", re.M)
@@ -85,14 +85,37 @@ def ablation_table(name: str, record: Mapping[str, Any], link: str) -> str:
         )
         seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
         lines.append(f"| {row['variant']} | {len(row['seeds'])} | {cells} | {seconds} |")
+    lines += ["", *_paired_difference_rows(values, titles)]
     lines += [
         "",
         f"Percent, mean ± sample sd over seeds {', '.join(map(str, record['seeds']))}; "
-        f"* differs from {values['reference']} beyond twice the sd of the difference. "
+        f"* differs from {values['reference']} beyond twice the sd of the difference "
+        "(the second table pairs the runs by seed). "
         f"{machine_label(record)}, torch {record['machine']['torch']}. "
         f"Command: `{record['command']}`. Source: {_source(name, record, link)}.",
     ]
     return "\n".join(lines)
+
+
+def _paired_difference_rows(values: Mapping[str, Any], titles: str) -> list[str]:
+    """Each variant's difference from the reference, paired by seed (percent points)."""
+    paired: dict[str, dict[str, Mapping[str, Any]]] = {}
+    for entry in values["differences"]:
+        paired.setdefault(entry["variant"], {})[entry["metric"]] = entry["paired"]
+    lines = [
+        f"| paired by seed, minus {values['reference']} | {titles} |",
+        "|---|" + "---:|" * len(METRICS),
+    ]
+    for variant, entries in paired.items():
+        cells = " | ".join(_marked(difference_text(entries.get(key))) for key in METRICS)
+        lines.append(f"| {variant} | {cells} |")
+    return lines
+
+
+def _marked(text: str) -> str:
+    """``+1.2 ± 0.4*`` as ``+1.2 ± 0.4 *``, the mean table's mark."""
+    text = text.strip()
+    return text[:-1] + " *" if text.endswith("*") else text
 
 
 def benchmark_table(name: str, record: Mapping[str, Any], link: str) -> str:

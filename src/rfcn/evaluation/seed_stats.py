@@ -161,7 +161,7 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -
     }
 
 
-def _difference_text(entry: Mapping[str, Any] | None) -> str:
+def difference_text(entry: Mapping[str, Any] | None) -> str:
     """``+1.2 ± 0.4*`` in percent points (``*``: holds), the bare difference without an sd."""
     if entry is None:
         return "n/a"
@@ -218,7 +218,7 @@ def format_summary(
         lines.append(f"{'variant':<{width}} " + " ".join(f"{t:>{cell}}" for t in METRICS.values()))
         for variant, entries in by_variant.items():
             found = [entries.get(key) for key in METRICS]
-            texts = [_difference_text(e["paired"] if paired and e else e) for e in found]
+            texts = [difference_text(e["paired"] if paired and e else e) for e in found]
             lines.append(f"{variant:<{width}} " + " ".join(f"{t:>{cell}}" for t in texts))
     lines += [f"test: {summary['test']}", "", "every run (percent)"]
     lines.append(
