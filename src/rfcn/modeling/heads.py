@@ -38,6 +38,8 @@ class DetectorHead(Protocol):
 
 def num_box_slots(box_mode: str, num_classes: int) -> int:
     """How many 4-vectors of deltas the head predicts per RoI."""
+    if box_mode not in BOX_MODES:
+        raise ValueError(f"box_mode must be one of {BOX_MODES}, got {box_mode!r}")
     return {"agnostic": 1, "agnostic8": 2, "class": num_classes}[box_mode]
 
 

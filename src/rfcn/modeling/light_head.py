@@ -26,7 +26,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional
 
-from rfcn.modeling.heads import BOX_MODES, num_box_slots
+from rfcn.modeling.heads import num_box_slots
 from rfcn.ops import ps_roi_pool
 
 # C_mid of the separable convolution by backbone (paper §3.2: 256 with the large backbone, 64
@@ -117,8 +117,6 @@ class LightHead(nn.Module):
         sampling_ratio: int = 2,
     ) -> None:
         super().__init__()
-        if box_mode not in BOX_MODES:
-            raise ValueError(f"box_mode must be one of {BOX_MODES}, got {box_mode!r}")
         self.num_classes = num_classes
         self.box_mode = box_mode
         self.spatial_scale = spatial_scale

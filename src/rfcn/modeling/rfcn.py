@@ -52,7 +52,7 @@ from rfcn.modeling.torchvision_baseline import (
     TorchvisionFasterRCNN,
     build_torchvision_faster_rcnn,
 )
-from rfcn.modeling.transform import ImageBatch, RFCNTransform
+from rfcn.modeling.transform import ImageBatch, RFCNTransform, build_transform
 from rfcn.ops.box_coder import BoxCoder
 from rfcn.ops.boxes import clip_boxes, nonempty_boxes, scale_boxes
 
@@ -462,9 +462,7 @@ def build_model(cfg: ModelConfig) -> RFCN | TorchvisionFasterRCNN:
             sampling_ratio=cfg.ps_roi_sampling_ratio,
             deformable=cfg.deformable_psroi,
         )
-    transform = RFCNTransform(
-        cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std
-    )
+    transform = build_transform(cfg)
     return RFCN(
         transform,
         backbone,

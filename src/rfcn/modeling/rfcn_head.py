@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from rfcn.modeling.deformable_conv import OffsetConv2d
-from rfcn.modeling.heads import BOX_MODES, num_box_slots
 from rfcn.modeling.heads import box_slot_of_label as box_slot_of_label  # its former home
+from rfcn.modeling.heads import num_box_slots
 from rfcn.ops import deform_ps_roi_pool, ps_roi_pool, ps_roi_vote
 
 # The original deformable R-FCN's settings: bins move by offset * 0.1 * RoI size (the paper's
@@ -47,7 +47,7 @@ class RFCNHead(nn.Module):
         head_channels: width of the randomly initialised 1x1 conv that reduces conv5 (1024).
         num_classes: foreground classes C (the head scores C + 1 with background).
         k: bins per side of the k x k grid.
-        box_mode: one of :data:`BOX_MODES`.
+        box_mode: one of :data:`~rfcn.modeling.heads.BOX_MODES`.
         spatial_scale: feature-map pixels per network-input pixel (1/16 with à trous conv5).
         ps_roi_mode: "pool" (Eq. 1 of the paper) or "align" (bilinear).
         sampling_ratio: bilinear samples per bin side in "align" mode.
@@ -72,8 +72,6 @@ class RFCNHead(nn.Module):
         deformable: bool = False,
     ) -> None:
         super().__init__()
-        if box_mode not in BOX_MODES:
-            raise ValueError(f"box_mode must be one of {BOX_MODES}, got {box_mode!r}")
         self.num_classes = num_classes
         self.k = k
         self.box_mode = box_mode

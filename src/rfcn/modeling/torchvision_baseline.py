@@ -30,7 +30,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from rfcn.config import ModelConfig
 from rfcn.errors import UserError
 from rfcn.modeling.backbone import build_backbone
-from rfcn.modeling.transform import RFCNTransform
+from rfcn.modeling.transform import RFCNTransform, build_transform
 from rfcn.ops.boxes import nonempty_boxes
 
 FEATURE = "0"  # the name of the one feature map in torchvision's feature dict
@@ -167,7 +167,5 @@ def build_torchvision_faster_rcnn(cfg: ModelConfig) -> TorchvisionFasterRCNN:
         box_score_thresh=cfg.score_thresh,
         box_detections_per_img=cfg.detections_per_img,
     )
-    transform = RFCNTransform(
-        cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std
-    )
+    transform = build_transform(cfg)
     return TorchvisionFasterRCNN(transform, features, detector.rpn, detector.roi_heads)

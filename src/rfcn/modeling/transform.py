@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rfcn.config import ModelConfig
 from rfcn.ops.boxes import clip_boxes, scale_boxes
 
 
@@ -146,3 +147,10 @@ class RFCNTransform(nn.Module):
             original = scale_boxes(image_boxes, 1.0 / scale_x, 1.0 / scale_y)
             mapped.append(clip_boxes(original, height, width))
         return mapped
+
+
+def build_transform(cfg: ModelConfig) -> RFCNTransform:
+    """The transform ``cfg`` describes: every detector the model builds sees the same pixels."""
+    return RFCNTransform(
+        cfg.min_size, cfg.max_size, cfg.size_divisible, cfg.image_mean, cfg.image_std
+    )
