@@ -32,6 +32,7 @@ def _records() -> dict[str, dict[str, Any]]:
     runs = {
         "k7": [_run(0, 0.90), _run(1, 0.91), _run(2, 0.92)],
         "k1": [_run(0, 0.30), _run(1, 0.40), _run(2, 0.50)],
+        "k3": [_run(0, 0.84), _run(1, 0.86), _run(2, 0.88)],
     }
     demo = {
         "voc07_mAP50": 0.9181,
@@ -63,7 +64,11 @@ def test_demo_and_summary_rows_come_from_the_values() -> None:
     assert "| 0.918 | 0.679 | 109 | 127 |" in demo
     summary = render("summary", [], records, "docs/results/")
     assert "| 0.918 in 127 s |" in summary
-    assert "`rfcn ablate` k1, 3 seeds: mAP@0.5 | 40.0 ± 10.0 |" in summary
+    assert "`rfcn ablate` k7, 3 seeds: mAP@0.5 | 91.0 ± 1.0 |" in summary
+    # the other row with the highest mean, k3, paired by seed: differences -6, -5, -4, so
+    # -5.0 ± 1.0 / sqrt(3); k1 is left to the full table
+    best = "k3 (the best of 2 other rows), 3 seeds: mAP@0.5 | 86.0 ± 2.0; paired by seed, "
+    assert best + "-5.0 ± 0.6 * against k7 |" in summary and "k1" not in summary
     assert render("summary", ["demo"], records, "").count("\n") == 2, "only the named record"
 
 
