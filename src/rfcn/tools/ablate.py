@@ -9,10 +9,11 @@ draws ``deformable_parts.png`` in its folder). Beside R-FCN: its Faster R-CNN C4
 trained with R-FCN's recipe (``c4``, ``c4_align``), the light head with either PSRoIAlign
 (``light_head``, ``light_head_align``; :mod:`rfcn.modeling.light_head`) and torchvision's own
 Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
-:mod:`rfcn.modeling.torchvision_baseline`), and R-FCN with that row's proposal, sampling and NMS
-settings (``pool_tv_settings``). ``--config`` takes another base config, such
-as the small-object benchmarks (``configs/small_objects_synthetic.yaml``,
-``configs/raccoon_small_cpu.yaml``), and ``--variants`` picks rows from :data:`VARIANTS`.
+:mod:`rfcn.modeling.torchvision_baseline`), and R-FCN's head and the light head with that row's
+proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_align_tv_settings``).
+``--config`` takes another base config, such as the small-object benchmarks
+(``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
+``--variants`` picks rows from :data:`VARIANTS`.
 
 Every variant trains from scratch with every seed (``train.seed``; the data stay the same)
 and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). A
@@ -59,6 +60,24 @@ from rfcn.tools.demo import (
     train_and_evaluate,
 )
 
+LIGHT_HEAD_ALIGN = (
+    "model.head=light_head",
+    "model.ps_roi_mode=align",
+    "model.ps_roi_sampling_ratio=2",
+)
+# torchvision's FasterRCNN defaults where R-FCN's configs follow the paper: 2000 training
+# proposals, 512 RoIs an image sampled at 1/4 positives instead of OHEM, 1000 test proposals,
+# NMS at 0.5
+TV_SETTINGS = (
+    "model.rpn_pre_nms_train=2000",
+    "model.rpn_post_nms_train=2000",
+    "model.ohem=false",
+    "model.roi_batch_per_image=512",
+    "model.roi_positive_fraction=0.25",
+    "model.rpn_pre_nms_test=1000",
+    "model.rpn_post_nms_test=1000",
+    "model.nms_thresh=0.5",
+)
 # name -> config overrides on the base config; every other setting is the base config's.
 VARIANTS: dict[str, tuple[str, ...]] = {
     # the paper's Table 2 (and Table 3's à trous row)
@@ -99,29 +118,15 @@ VARIANTS: dict[str, tuple[str, ...]] = {
         "model.ps_roi_mode=align_max",
         "model.ps_roi_sampling_ratio=2",
     ),
-    "light_head_align": (
-        "model.head=light_head",
-        "model.ps_roi_mode=align",
-        "model.ps_roi_sampling_ratio=2",
-    ),
+    "light_head_align": LIGHT_HEAD_ALIGN,
     # torchvision's Faster R-CNN (its RPN, RoIAlign 7 x 7, two fc layers, sampler and losses)
     # on conv1..conv4 of the same trunk: the detector a user picks instead of R-FCN (issue 35)
     "tv_faster_rcnn": ("model.head=torchvision",),
-    # R-FCN's head with the settings tv_faster_rcnn takes from torchvision's defaults instead
-    # of the paper's: 2000 training proposals, 512 RoIs an image sampled at 1/4 positives
-    # instead of OHEM, 1000 test proposals, NMS at 0.5. Beside that row, it separates what the
-    # head does from what these settings do.
-    "pool_tv_settings": (
-        "model.ps_roi_mode=pool",
-        "model.rpn_pre_nms_train=2000",
-        "model.rpn_post_nms_train=2000",
-        "model.ohem=false",
-        "model.roi_batch_per_image=512",
-        "model.roi_positive_fraction=0.25",
-        "model.rpn_pre_nms_test=1000",
-        "model.rpn_post_nms_test=1000",
-        "model.nms_thresh=0.5",
-    ),
+    # R-FCN's head, and the light head, with the settings tv_faster_rcnn takes from torchvision
+    # instead of the paper's (TV_SETTINGS): beside that row, they separate what a head does
+    # from what these settings do
+    "pool_tv_settings": ("model.ps_roi_mode=pool", *TV_SETTINGS),
+    "light_head_align_tv_settings": (*LIGHT_HEAD_ALIGN, *TV_SETTINGS),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 # Test-time settings (rfcn.config.TEST_TIME_SETTINGS) that the variant <trained>_<suffix> adds to
