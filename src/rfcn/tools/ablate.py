@@ -148,6 +148,8 @@ TRAINED_AS: dict[str, str] = {
         "pool": ("vote", "refine", "refine_vote"),
         "align_s2": ("vote",),
         "c4": ("vote", "refine_vote"),
+        "pool_tv_settings": ("vote", "refine_vote"),
+        "light_head_align_tv_settings": ("vote", "refine_vote"),
     }.items()
     for suffix in suffixes
 }
