@@ -97,11 +97,17 @@ def ablation_table(name: str, record: Mapping[str, Any], link: str) -> str:
     return "\n".join(lines)
 
 
-def _paired_difference_rows(values: Mapping[str, Any], titles: str) -> list[str]:
-    """Each variant's difference from the reference, paired by seed (percent points)."""
+def _paired_differences(values: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str, Any]]]:
+    """variant -> metric -> its difference from the reference, paired by seed."""
     paired: dict[str, dict[str, Mapping[str, Any]]] = {}
     for entry in values["differences"]:
         paired.setdefault(entry["variant"], {})[entry["metric"]] = entry["paired"]
+    return paired
+
+
+def _paired_difference_rows(values: Mapping[str, Any], titles: str) -> list[str]:
+    """Each variant's difference from the reference, paired by seed (percent points)."""
+    paired = _paired_differences(values)
     lines = [
         f"| paired by seed, minus {values['reference']} | {titles} |",
         "|---|" + "---:|" * len(METRICS),
@@ -155,17 +161,13 @@ def _ablation_summary_rows(values: Mapping[str, Any]) -> list[tuple[str, int, st
     rows = {row["variant"]: row for row in values["variants"]}
     reference = rows[values["reference"]]
     summary = [
-        (f"{reference['variant']}", len(reference["seeds"]), mean_sd_text(reference["spread"][key]))
+        (reference["variant"], len(reference["seeds"]), mean_sd_text(reference["spread"][key]))
     ]
     others = [row for name, row in rows.items() if name != reference["variant"]]
     if not others:
         return summary
     best = max(others, key=lambda row: row["spread"][key]["mean"])
-    paired = next(
-        entry["paired"]
-        for entry in values["differences"]
-        if entry["variant"] == best["variant"] and entry["metric"] == key
-    )
+    paired = _paired_differences(values)[best["variant"]][key]
     summary.append(
         (
             f"{best['variant']} (the best of {len(others)} other rows)",
