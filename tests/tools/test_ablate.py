@@ -8,6 +8,7 @@ from ground_truth import score_ground_truth
 
 from rfcn.config import TEST_TIME_SETTINGS, config_to_dict
 from rfcn.errors import UserError
+from rfcn.modeling.rfcn import build_model
 from rfcn.tools import ablate, demo
 from rfcn.tools.demo import demo_config
 
@@ -41,6 +42,25 @@ def test_each_variant_changes_only_its_own_keys(tmp_path: Path) -> None:
     assert [(c.model.k, c.model.atrous) for c in table_2] == [
         (1, True), (3, True), (7, True), (7, False)
     ]  # fmt: skip
+
+
+def test_the_torchvision_settings_are_those_torchvision_builds(tmp_path: Path) -> None:
+    """TV_SETTINGS must name what the tv_faster_rcnn row gets from torchvision's own defaults:
+    read them off the model torchvision builds for that row."""
+    model = build_model(demo_config(tmp_path, overrides=["model.head=torchvision"]).model)
+    rpn, heads = model.rpn, model.head
+    given = demo_config(tmp_path, overrides=list(ablate.TV_SETTINGS)).model
+    assert not given.ohem
+    assert (given.rpn_pre_nms_train, given.rpn_post_nms_train) == (
+        rpn._pre_nms_top_n["training"], rpn._post_nms_top_n["training"]
+    )  # fmt: skip
+    assert (given.rpn_pre_nms_test, given.rpn_post_nms_test) == (
+        rpn._pre_nms_top_n["testing"], rpn._post_nms_top_n["testing"]
+    )  # fmt: skip
+    sampler = heads.fg_bg_sampler
+    assert (given.roi_batch_per_image, given.roi_positive_fraction, given.nms_thresh) == (
+        sampler.batch_size_per_image, sampler.positive_fraction, heads.nms_thresh
+    )  # fmt: skip
 
 
 def test_bad_arguments_are_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
