@@ -63,12 +63,32 @@ def test_the_torchvision_settings_are_those_torchvision_builds(tmp_path: Path) -
     )  # fmt: skip
 
 
+def test_a_learning_rate_search_trains_each_row_at_each_rate(tmp_path: Path) -> None:
+    rows, trained_as = ablate.plan_rows(["pool_vote"], [0.02, 0.1])
+    assert list(rows) == ["pool_lr0.02", "pool_lr0.1", "pool_vote_lr0.02", "pool_vote_lr0.1"]
+    # a test-time row scores the weights trained at its own rate
+    assert trained_as == {"pool_vote_lr0.02": "pool_lr0.02", "pool_vote_lr0.1": "pool_lr0.1"}
+    for name, rate in (("pool_lr0.1", 0.1), ("pool_vote_lr0.02", 0.02)):
+        cfg = demo_config(tmp_path, overrides=list(rows[name]))
+        assert (cfg.train.base_lr, cfg.model.ps_roi_mode) == (rate, "pool")
+    assert cfg.model.box_voting_iou == 0.5
+    assert ablate.plan_rows(["pool_vote"]) == (
+        {"pool": ablate.VARIANTS["pool"], "pool_vote": ablate.VARIANTS["pool_vote"]},
+        {"pool_vote": "pool"},
+    )
+
+
 def test_bad_arguments_are_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UserError, match="--reference"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--reference", "k7",
                            "--variants", "k1", "k3"]))  # fmt: skip
     with pytest.raises(UserError, match="--seeds"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--seeds", "0"]))
+    with pytest.raises(UserError, match="--learning-rates"):
+        ablate.run(_parse(["--out", str(tmp_path), "--quick", "--learning-rates", "0.1", "0"]))
+    with pytest.raises(UserError, match="--learning-rates"):
+        ablate.run(_parse(["--out", str(tmp_path), "--quick", "--learning-rates", "0.1",
+                           "--set", "train.base_lr=0.2"]))  # fmt: skip
     monkeypatch.setitem(ablate.VARIANTS, "other_data", ("data.synthetic_seed=3",))
     with pytest.raises(UserError, match=r"must not change data\.\*"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--variants", "k1", "other_data"]))

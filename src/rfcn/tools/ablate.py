@@ -13,7 +13,10 @@ Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
 proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_align_tv_settings``).
 ``--config`` takes another base config, such as the small-object benchmarks
 (``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
-``--variants`` picks rows from :data:`VARIANTS`.
+``--variants`` picks rows from :data:`VARIANTS`. ``--learning-rates`` trains every variant at
+each rate (rows ``<variant>_lr<rate>``): a learning-rate search, to be scored on a validation
+split (``--set data.synthetic_seed=1``, or a VOC root whose test split is held out from training
+photos) so that the test split stays untouched.
 
 Every variant trains from scratch with every seed (``train.seed``; the data stay the same)
 and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). A
@@ -195,6 +198,31 @@ def _with_training_variants(variants: list[str]) -> list[str]:
     return list(dict.fromkeys(name for name in expanded if name is not None))
 
 
+def _row_name(variant: str, learning_rate: float | None) -> str:
+    return variant if learning_rate is None else f"{variant}_lr{learning_rate:g}"
+
+
+def plan_rows(
+    variants: list[str], learning_rates: list[float] | None = None
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """The table's rows: each of ``variants`` (with the training variant of each test-time
+    one), or, given ``learning_rates``, each of them at each rate (``<variant>_lr<rate>``,
+    ``train.base_lr`` set last). Returns row -> config overrides, and each test-time row ->
+    the row whose weights it scores (same seed, same rate)."""
+    if learning_rates is not None and not all(rate > 0 for rate in learning_rates):
+        raise UserError("--learning-rates", f"must be positive, got {learning_rates}")
+    rows: dict[str, tuple[str, ...]] = {}
+    trained_as: dict[str, str] = {}
+    for variant in _with_training_variants(variants):
+        for rate in learning_rates or [None]:
+            name = _row_name(variant, rate)
+            rate_setting = () if rate is None else (f"train.base_lr={rate:g}",)
+            rows[name] = (*VARIANTS[variant], *rate_setting)
+            if variant in TRAINED_AS:
+                trained_as[name] = _row_name(TRAINED_AS[variant], rate)
+    return rows, trained_as
+
+
 def _check_same_data(configs: list[Config]) -> None:
     """Every run must read the same data (a variant or override changed data.*)."""
     first = config_to_dict(configs[0])["data"]
@@ -206,15 +234,18 @@ def _check_same_data(configs: list[Config]) -> None:
 def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     """Plan, run what is missing, summarise; returns what ``ablation.json`` holds."""
     started = time.perf_counter()
-    variants = _with_training_variants(args.variants)
+    if args.learning_rates and any(o.startswith("train.base_lr=") for o in args.overrides):
+        raise UserError("--learning-rates", "give the rates here or train.base_lr in --set")
+    rows, trained_as = plan_rows(args.variants, args.learning_rates)
+    variants = list(rows)
     reference = args.reference or variants[0]
     if reference not in variants:
-        raise UserError("--reference", f"{reference!r} is not among the variants run")
+        raise UserError("--reference", f"{reference!r} is not among the rows run")
     if args.seeds <= 0:
         raise UserError("--seeds", f"must be positive, got {args.seeds}")
 
     def make_config(variant: str) -> Config:
-        overrides = [*VARIANTS[variant], *args.overrides]
+        overrides = [*rows[variant], *args.overrides]
         return demo_config(args.out, args.quick, args.iterations, overrides, args.config)
 
     first_seed = make_config(variants[0]).train.seed
@@ -239,10 +270,10 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
             note = f"{metrics['train_seconds']:.0f} s"
         print(f"[{run.variant} seed {run.seed}] {scores} ({note})", flush=True)
 
-    trained = [run for run in runs if run.variant not in TRAINED_AS]
-    scored = [run for run in runs if run.variant in TRAINED_AS]
+    trained = [run for run in runs if run.variant not in trained_as]
+    scored = [run for run in runs if run.variant in trained_as]
     weights_of = {
-        str(run.folder): str(run_folder(args.out, TRAINED_AS[run.variant], run.seed))
+        str(run.folder): str(run_folder(args.out, trained_as[run.variant], run.seed))
         for run in scored
     }
     finished = run_experiment(
@@ -258,7 +289,7 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **summarize(by_variant, reference),
         "runs": by_variant,
-        "overrides": {variant: list(VARIANTS[variant]) for variant in variants},
+        "overrides": {variant: list(rows[variant]) for variant in variants},
         "user_overrides": list(args.overrides),
         "config": str(args.config) if args.config else "packaged demo.yaml",
         "jobs": args.jobs,
@@ -305,6 +336,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--iterations", type=int, help="training iterations per run (default: the config's)"
+    )
+    parser.add_argument(
+        "--learning-rates",
+        nargs="+",
+        type=float,
+        metavar="LR",
+        help="train every variant at each of these train.base_lr; rows <variant>_lr<LR> "
+        "(a learning-rate search: score it on a validation split)",
     )
     parser.add_argument("--quick", action="store_true", help="a tiny budget (tests)")
     add_config_overrides(parser, "train.base_lr=0.02")
