@@ -65,7 +65,7 @@ def test_the_torchvision_settings_are_those_torchvision_builds(tmp_path: Path) -
 
 def test_a_learning_rate_search_trains_each_row_at_each_rate(tmp_path: Path) -> None:
     rows, trained_as = ablate.plan_rows(["pool_vote"], [0.02, 0.1])
-    assert list(rows) == ["pool_lr0.02", "pool_lr0.1", "pool_vote_lr0.02", "pool_vote_lr0.1"]
+    assert list(rows) == ["pool_lr0.02", "pool_vote_lr0.02", "pool_lr0.1", "pool_vote_lr0.1"]
     # a test-time row scores the weights trained at its own rate
     assert trained_as == {"pool_vote_lr0.02": "pool_lr0.02", "pool_vote_lr0.1": "pool_lr0.1"}
     for name, rate in (("pool_lr0.1", 0.1), ("pool_vote_lr0.02", 0.02)):
@@ -76,6 +76,11 @@ def test_a_learning_rate_search_trains_each_row_at_each_rate(tmp_path: Path) -> 
         {"pool": ablate.VARIANTS["pool"], "pool_vote": ablate.VARIANTS["pool_vote"]},
         {"pool_vote": "pool"},
     )
+    # a row may name its own rate: the same row as --learning-rates gives
+    named = ablate.plan_rows(["k7", "pool_vote_lr0.1"])
+    assert list(named[0]) == ["k7", "pool_lr0.1", "pool_vote_lr0.1"]
+    assert named[0]["pool_vote_lr0.1"] == rows["pool_vote_lr0.1"]
+    assert named[1] == {"pool_vote_lr0.1": "pool_lr0.1"}
 
 
 def test_bad_arguments_are_user_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,8 +89,14 @@ def test_bad_arguments_are_user_errors(tmp_path: Path, monkeypatch: pytest.Monke
                            "--variants", "k1", "k3"]))  # fmt: skip
     with pytest.raises(UserError, match="--seeds"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--seeds", "0"]))
+    for row in ("k8", "k7_lr", "k7_lr0", "k7_lr-1", "k7_lrnan", "k9_lr0.1"):
+        with pytest.raises(UserError, match=f"unknown row '{row}'"):
+            ablate.run(_parse(["--out", str(tmp_path), "--quick", "--variants", row]))
     with pytest.raises(UserError, match="--learning-rates"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--learning-rates", "0.1", "0"]))
+    with pytest.raises(UserError, match="--learning-rates"):
+        ablate.run(_parse(["--out", str(tmp_path), "--quick", "--learning-rates", "0.1",
+                           "--variants", "k7_lr0.2"]))  # fmt: skip
     with pytest.raises(UserError, match="--learning-rates"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--learning-rates", "0.1",
                            "--set", "train.base_lr=0.2"]))  # fmt: skip

@@ -13,8 +13,9 @@ Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
 proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_align_tv_settings``).
 ``--config`` takes another base config, such as the small-object benchmarks
 (``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
-``--variants`` picks rows from :data:`VARIANTS`. ``--learning-rates`` trains every variant at
-each rate (rows ``<variant>_lr<rate>``): a learning-rate search, to be scored on a validation
+``--variants`` picks rows from :data:`VARIANTS`; a row ``<variant>_lr<rate>`` trains the variant
+at that learning rate, and ``--learning-rates`` trains every variant at each rate: a
+learning-rate search, to be scored on a validation
 split (``--set data.synthetic_seed=1``, or a VOC root whose test split is held out from training
 photos) so that the test split stays untouched.
 
@@ -33,6 +34,7 @@ with the two-sd test of :mod:`rfcn.evaluation.seed_stats`, every run) are printe
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from functools import partial
 from pathlib import Path
@@ -192,34 +194,53 @@ def score_trained_weights(
     return evaluate_trained(trained / FINAL_CHECKPOINT, cfg, training).metrics
 
 
-def _with_training_variants(variants: list[str]) -> list[str]:
-    """``variants`` with the training variant of each test-time one just before it."""
-    expanded = [name for variant in variants for name in (TRAINED_AS.get(variant), variant)]
-    return list(dict.fromkeys(name for name in expanded if name is not None))
-
-
 def _row_name(variant: str, learning_rate: float | None) -> str:
     return variant if learning_rate is None else f"{variant}_lr{learning_rate:g}"
 
 
+def parse_row(name: str) -> tuple[str, float | None]:
+    """A row's variant and learning rate: ``<variant>`` trains at the config's rate,
+    ``<variant>_lr<rate>`` at ``rate`` (``train.base_lr``)."""
+    if name in VARIANTS:
+        return name, None
+    variant, marker, rate = name.rpartition("_lr")
+    if marker and variant in VARIANTS:
+        try:
+            value = float(rate)
+        except ValueError:
+            value = math.nan
+        if value > 0 and math.isfinite(value):
+            return variant, value
+    raise UserError(
+        "--variants",
+        f"unknown row {name!r}: a variant that rfcn ablate --help lists, optionally followed "
+        "by _lr<rate> (such as tv_faster_rcnn_lr0.12)",
+    )
+
+
 def plan_rows(
-    variants: list[str], learning_rates: list[float] | None = None
+    names: list[str], learning_rates: list[float] | None = None
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-    """The table's rows: each of ``variants`` (with the training variant of each test-time
-    one), or, given ``learning_rates``, each of them at each rate (``<variant>_lr<rate>``,
-    ``train.base_lr`` set last). Returns row -> config overrides, and each test-time row ->
-    the row whose weights it scores (same seed, same rate)."""
-    if learning_rates is not None and not all(rate > 0 for rate in learning_rates):
-        raise UserError("--learning-rates", f"must be positive, got {learning_rates}")
+    """The table's rows: each of ``names`` (:func:`parse_row`), or, given ``learning_rates``,
+    each at each rate, with the training row of each test-time row just before it. Returns
+    row -> config overrides (``train.base_lr`` last), and each test-time row -> the row whose
+    weights it scores (same seed, same rate)."""
+    requested = [parse_row(name) for name in names]
+    if learning_rates:
+        if not all(rate > 0 and math.isfinite(rate) for rate in learning_rates):
+            raise UserError("--learning-rates", f"must be positive, got {learning_rates}")
+        if any(rate is not None for _, rate in requested):
+            raise UserError("--learning-rates", "a row that names its rate (_lr) takes no other")
+        requested = [(variant, rate) for variant, _ in requested for rate in learning_rates]
     rows: dict[str, tuple[str, ...]] = {}
     trained_as: dict[str, str] = {}
-    for variant in _with_training_variants(variants):
-        for rate in learning_rates or [None]:
-            name = _row_name(variant, rate)
-            rate_setting = () if rate is None else (f"train.base_lr={rate:g}",)
-            rows[name] = (*VARIANTS[variant], *rate_setting)
-            if variant in TRAINED_AS:
-                trained_as[name] = _row_name(TRAINED_AS[variant], rate)
+    for variant, rate in requested:
+        rate_setting = () if rate is None else (f"train.base_lr={rate:g}",)
+        training = TRAINED_AS.get(variant)
+        if training is not None:
+            rows[_row_name(training, rate)] = (*VARIANTS[training], *rate_setting)
+            trained_as[_row_name(variant, rate)] = _row_name(training, rate)
+        rows[_row_name(variant, rate)] = (*VARIANTS[variant], *rate_setting)
     return rows, trained_as
 
 
@@ -317,10 +338,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=list(VARIANTS),
         default=list(TABLE_2),
         metavar="NAME",
-        help=f"variants to run, from: {', '.join(VARIANTS)} (default: {' '.join(TABLE_2)})",
+        help=f"rows to run, from: {', '.join(VARIANTS)}; NAME_lr<rate> trains NAME at that "
+        f"train.base_lr (default: {' '.join(TABLE_2)})",
     )
     parser.add_argument(
         "--seeds", type=int, default=1, help="seeds per variant: train.seed, +1, ... (default 1)"
