@@ -15,9 +15,9 @@ proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_align_tv
 (``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
 ``--variants`` picks rows from :data:`VARIANTS`; a row ``<variant>_lr<rate>`` trains the variant
 at that learning rate, and ``--learning-rates`` trains every variant at each rate: a
-learning-rate search, to be scored on a validation
-split (``--set data.synthetic_seed=1``, or a VOC root whose test split is held out from training
-photos) so that the test split stays untouched.
+learning-rate search, to be scored on a validation split (``--set data.synthetic_seed=1``, or a
+VOC root whose test split is held out from training photos) so that the test split stays
+untouched.
 
 Every variant trains from scratch with every seed (``train.seed``; the data stay the same)
 and is scored on the same held-out split (:func:`rfcn.tools.demo.train_and_evaluate`). A
@@ -198,6 +198,10 @@ def _row_name(variant: str, learning_rate: float | None) -> str:
     return variant if learning_rate is None else f"{variant}_lr{learning_rate:g}"
 
 
+def _is_rate(value: float) -> bool:
+    return value > 0 and math.isfinite(value)
+
+
 def parse_row(name: str) -> tuple[str, float | None]:
     """A row's variant and learning rate: ``<variant>`` trains at the config's rate,
     ``<variant>_lr<rate>`` at ``rate`` (``train.base_lr``)."""
@@ -209,7 +213,7 @@ def parse_row(name: str) -> tuple[str, float | None]:
             value = float(rate)
         except ValueError:
             value = math.nan
-        if value > 0 and math.isfinite(value):
+        if _is_rate(value):
             return variant, value
     raise UserError(
         "--variants",
@@ -227,7 +231,7 @@ def plan_rows(
     weights it scores (same seed, same rate)."""
     requested = [parse_row(name) for name in names]
     if learning_rates:
-        if not all(rate > 0 and math.isfinite(rate) for rate in learning_rates):
+        if not all(_is_rate(rate) for rate in learning_rates):
             raise UserError("--learning-rates", f"must be positive, got {learning_rates}")
         if any(rate is not None for _, rate in requested):
             raise UserError("--learning-rates", "a row that names its rate (_lr) takes no other")
