@@ -100,6 +100,9 @@ def test_bad_arguments_are_user_errors(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(UserError, match="--learning-rates"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--learning-rates", "0.1",
                            "--set", "train.base_lr=0.2"]))  # fmt: skip
+    with pytest.raises(UserError, match="--learning-rates"):  # --set must not override a row's rate
+        ablate.run(_parse(["--out", str(tmp_path), "--quick", "--variants", "k7_lr0.1",
+                           "--set", "train.base_lr=0.2"]))  # fmt: skip
     monkeypatch.setitem(ablate.VARIANTS, "other_data", ("data.synthetic_seed=3",))
     with pytest.raises(UserError, match=r"must not change data\.\*"):
         ablate.run(_parse(["--out", str(tmp_path), "--quick", "--variants", "k1", "other_data"]))

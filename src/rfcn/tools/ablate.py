@@ -259,9 +259,10 @@ def _check_same_data(configs: list[Config]) -> None:
 def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     """Plan, run what is missing, summarise; returns what ``ablation.json`` holds."""
     started = time.perf_counter()
-    if args.learning_rates and any(o.startswith("train.base_lr=") for o in args.overrides):
-        raise UserError("--learning-rates", "give the rates here or train.base_lr in --set")
     rows, trained_as = plan_rows(args.variants, args.learning_rates)
+    rated = any(setting.startswith("train.base_lr=") for row in rows.values() for setting in row)
+    if rated and any(setting.startswith("train.base_lr=") for setting in args.overrides):
+        raise UserError("--learning-rates", "give the rates in the rows or train.base_lr in --set")
     variants = list(rows)
     reference = args.reference or variants[0]
     if reference not in variants:
