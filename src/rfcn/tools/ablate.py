@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "light_head_align_tv_settings": (*LIGHT_HEAD_ALIGN, *TV_SETTINGS),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
+RATE_SETTING = "train.base_lr="  # the override a rated row adds (<variant>_lr<rate>)
 # Test-time settings (rfcn.config.TEST_TIME_SETTINGS) that the variant <trained>_<suffix> adds to
 # the variant <trained>: the paper's plain NMS (the demo votes), box voting after NMS, box
 # refinement (the regressed boxes pooled again, He et al. 2016), both. Each sets both options, so
@@ -202,6 +204,10 @@ def _is_rate(value: float) -> bool:
     return value > 0 and math.isfinite(value)
 
 
+def _sets_rate(settings: Iterable[str]) -> bool:
+    return any(setting.startswith(RATE_SETTING) for setting in settings)
+
+
 def parse_row(name: str) -> tuple[str, float | None]:
     """A row's variant and learning rate: ``<variant>`` trains at the config's rate,
     ``<variant>_lr<rate>`` at ``rate`` (``train.base_lr``)."""
@@ -239,7 +245,7 @@ def plan_rows(
     rows: dict[str, tuple[str, ...]] = {}
     trained_as: dict[str, str] = {}
     for variant, rate in requested:
-        rate_setting = () if rate is None else (f"train.base_lr={rate:g}",)
+        rate_setting = () if rate is None else (f"{RATE_SETTING}{rate:g}",)
         training = TRAINED_AS.get(variant)
         if training is not None:
             rows[_row_name(training, rate)] = (*VARIANTS[training], *rate_setting)
@@ -260,8 +266,7 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
     """Plan, run what is missing, summarise; returns what ``ablation.json`` holds."""
     started = time.perf_counter()
     rows, trained_as = plan_rows(args.variants, args.learning_rates)
-    rated = any(setting.startswith("train.base_lr=") for row in rows.values() for setting in row)
-    if rated and any(setting.startswith("train.base_lr=") for setting in args.overrides):
+    if any(_sets_rate(row) for row in rows.values()) and _sets_rate(args.overrides):
         raise UserError("--learning-rates", "give the rates in the rows or train.base_lr in --set")
     variants = list(rows)
     reference = args.reference or variants[0]
