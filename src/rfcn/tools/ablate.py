@@ -10,7 +10,8 @@ trained with R-FCN's recipe (``c4``, ``c4_align``), the light head with either P
 (``light_head``, ``light_head_align``; :mod:`rfcn.modeling.light_head`) and torchvision's own
 Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
 :mod:`rfcn.modeling.torchvision_baseline`), and R-FCN's head and the light head with that row's
-proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_align_tv_settings``).
+proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_tv_settings``,
+``light_head_align_tv_settings``).
 ``--config`` takes another base config, such as the small-object benchmarks
 (``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
 ``--variants`` picks rows from :data:`VARIANTS`; a row ``<variant>_lr<rate>`` trains the variant
@@ -66,6 +67,11 @@ from rfcn.tools.demo import (
     train_and_evaluate,
 )
 
+LIGHT_HEAD_MAX = (
+    "model.head=light_head",
+    "model.ps_roi_mode=align_max",
+    "model.ps_roi_sampling_ratio=2",
+)
 LIGHT_HEAD_ALIGN = (
     "model.head=light_head",
     "model.ps_roi_mode=align",
@@ -119,11 +125,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     ),
     # Light-Head R-CNN's head (issue 35) with its PSRoIAlign (the maximum of 2 x 2 bilinear
     # samples a bin, the official kernel) or with the average of them (R-FCN's "align")
-    "light_head": (
-        "model.head=light_head",
-        "model.ps_roi_mode=align_max",
-        "model.ps_roi_sampling_ratio=2",
-    ),
+    "light_head": LIGHT_HEAD_MAX,
     "light_head_align": LIGHT_HEAD_ALIGN,
     # torchvision's Faster R-CNN (its RPN, RoIAlign 7 x 7, two fc layers, sampler and losses)
     # on conv1..conv4 of the same trunk: the detector a user picks instead of R-FCN (issue 35)
@@ -132,6 +134,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # instead of the paper's (TV_SETTINGS): beside that row, they separate what a head does
     # from what these settings do
     "pool_tv_settings": ("model.ps_roi_mode=pool", *TV_SETTINGS),
+    "light_head_tv_settings": (*LIGHT_HEAD_MAX, *TV_SETTINGS),
     "light_head_align_tv_settings": (*LIGHT_HEAD_ALIGN, *TV_SETTINGS),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
@@ -153,9 +156,10 @@ TRAINED_AS: dict[str, str] = {
     for trained, suffixes in {
         "k7": ("nms", "vote", "refine_vote"),
         "pool": ("vote", "refine", "refine_vote"),
-        "align_s2": ("vote",),
+        "align_s2": ("vote", "refine_vote"),
         "c4": ("vote", "refine_vote"),
         "pool_tv_settings": ("vote", "refine_vote"),
+        "light_head_tv_settings": ("vote", "refine_vote"),
         "light_head_align_tv_settings": ("vote", "refine_vote"),
     }.items()
     for suffix in suffixes
