@@ -134,6 +134,9 @@ class ModelConfig:
     """Largest share of positives among the sampled RoIs when ohem is off."""
     box_loss_weight: float = 1.0
     """lambda: the weight of the head's smooth-L1 box loss."""
+    head_smooth_l1_beta: float = 1.0
+    """Transition point of the head's smooth-L1 box loss: 1 is the original R-FCN code's
+    (Fast R-CNN's), torchvision's Faster R-CNN takes 1/9; 0 is the L1 loss."""
     rpn_box_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     """Scales (wx, wy, ww, wh) of the RPN's box-delta encoding."""
     head_box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
@@ -545,6 +548,10 @@ def validate(cfg: Config) -> None:
         )
     if cfg.model.head == "c4" and cfg.model.ps_roi_mode == "align_max":
         raise UserError("model.ps_roi_mode", "model.head=c4 pools by 'pool' or 'align'")
+    if cfg.model.head_smooth_l1_beta < 0:
+        raise UserError(
+            "model.head_smooth_l1_beta", f"must be >= 0, got {cfg.model.head_smooth_l1_beta}"
+        )
     if cfg.model.light_head_kernel % 2 == 0:
         raise UserError(
             "model.light_head_kernel", f"must be odd, got {cfg.model.light_head_kernel}"

@@ -35,7 +35,7 @@ def test_per_roi_losses_match_hand_computation():
     labels = torch.tensor([0, 1])
     pred = torch.tensor([[5.0, 5.0, 5.0, 5.0], [0.5, -2.0, 0.0, 0.0]])
     target = torch.zeros(2, 4)
-    cls, box = per_roi_losses(logits, labels, pred, target)
+    cls, box = per_roi_losses(logits, labels, pred, target, box_beta=1.0)
     expected_cls = [
         -math.log(math.exp(2) / (math.exp(2) + 2)),
         -math.log(math.e / (math.e + 2)),
@@ -43,6 +43,19 @@ def test_per_roi_losses_match_hand_computation():
     torch.testing.assert_close(cls, torch.tensor(expected_cls))
     # background has no box loss; smooth-L1 (beta 1): 0.5 * 0.5² + (2 - 0.5)
     torch.testing.assert_close(box, torch.tensor([0.0, 0.125 + 1.5]))
+
+
+def test_per_roi_box_loss_takes_its_transition_point():
+    logits = torch.zeros(1, 2)
+    labels = torch.tensor([1])
+    pred = torch.tensor([[0.05, -0.5, 0.0, 2.0]])
+    # beta 1/9 (torchvision's): 0.5 * 0.05² / (1/9) below it, |x| - 1/18 above it
+    _, box = per_roi_losses(logits, labels, pred, torch.zeros(1, 4), box_beta=1.0 / 9.0)
+    expected = 4.5 * 0.05**2 + (0.5 - 1.0 / 18.0) + (2.0 - 1.0 / 18.0)
+    torch.testing.assert_close(box, torch.tensor([expected]))
+    # beta 0 is the L1 loss
+    _, box = per_roi_losses(logits, labels, pred, torch.zeros(1, 4), box_beta=0.0)
+    torch.testing.assert_close(box, torch.tensor([2.55]))
 
 
 def test_head_losses_normalise_by_the_selected_count():

@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Smooth-L1 transition points: the RPN's 1/9 is py-faster-rcnn's sigma = 3; the head's 1.0 is
-# the original R-FCN code's sigma = 1 (Fast R-CNN's smooth L1, Eq. 3 of that paper).
+# The RPN's smooth-L1 transition point: py-faster-rcnn's sigma = 3. The head's is a setting
+# (model.head_smooth_l1_beta).
 RPN_SMOOTH_L1_BETA = 1.0 / 9.0
-HEAD_SMOOTH_L1_BETA = 1.0
 
 
 def smooth_l1(pred: Tensor, target: Tensor, beta: float) -> Tensor:
@@ -50,7 +49,11 @@ def rpn_losses(
 
 
 def per_roi_losses(
-    class_logits: Tensor, labels: Tensor, pred_deltas: Tensor, target_deltas: Tensor
+    class_logits: Tensor,
+    labels: Tensor,
+    pred_deltas: Tensor,
+    target_deltas: Tensor,
+    box_beta: float,
 ) -> tuple[Tensor, Tensor]:
     """The head's loss of every RoI (paper Eq. 3 before averaging).
 
@@ -59,13 +62,15 @@ def per_roi_losses(
         labels: ``(N,)`` int64 in 0..C (0 background).
         pred_deltas: ``(N, 4)`` deltas of the slot belonging to each RoI's label.
         target_deltas: ``(N, 4)``.
+        box_beta: the smooth-L1 transition point; 1 is the original code's sigma = 1 (Fast
+            R-CNN's smooth L1, Eq. 3 of that paper).
 
     Returns:
-        ``(cls (N,), box (N,))``: cross-entropy, and smooth-L1 (beta 1) on foreground RoIs,
-        zero on background ones (the paper's ``[c* > 0]``).
+        ``(cls (N,), box (N,))``: cross-entropy, and smooth-L1 on foreground RoIs, zero on
+        background ones (the paper's ``[c* > 0]``).
     """
     cls = F.cross_entropy(class_logits, labels, reduction="none")
-    box = smooth_l1(pred_deltas, target_deltas, HEAD_SMOOTH_L1_BETA) * (labels > 0)
+    box = smooth_l1(pred_deltas, target_deltas, box_beta) * (labels > 0)
     return cls, box
 
 

@@ -91,6 +91,7 @@ class RFCN(nn.Module):
             on the selected ones (for heads with a costly per-RoI network: C4); else score
             every RoI once with gradients (R-FCN).
         box_loss_weight: lambda of paper Eq. (3).
+        box_loss_beta: transition point of the head's smooth-L1 box loss.
         score_thresh: detections scoring below it are dropped before NMS.
         nms_thresh: IoU of the per-class NMS at test time (paper: 0.3).
         detections_per_img: most detections an image returns.
@@ -119,6 +120,7 @@ class RFCN(nn.Module):
         ohem_ranking_pass: bool = False,
         box_voting_iou: float = 0.0,
         box_refinement: bool = False,
+        box_loss_beta: float = 1.0,
     ) -> None:
         super().__init__()
         self.transform = transform
@@ -133,6 +135,7 @@ class RFCN(nn.Module):
         self.roi_batch_per_image = roi_batch_per_image
         self.roi_positive_fraction = roi_positive_fraction
         self.box_loss_weight = box_loss_weight
+        self.box_loss_beta = box_loss_beta
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
@@ -253,7 +256,9 @@ class RFCN(nn.Module):
         class_logits, box_deltas = self.head(conv5, rois)  # (K, C+1), (K, M, 4)
         slots = box_slot_of_label(labels, self.head.box_mode)  # (K,)
         rows = torch.arange(slots.numel(), device=slots.device)
-        return per_roi_losses(class_logits, labels, box_deltas[rows, slots], target_deltas)
+        return per_roi_losses(
+            class_logits, labels, box_deltas[rows, slots], target_deltas, self.box_loss_beta
+        )
 
     def _detect(
         self, conv5: Tensor, proposals: list[Tensor], batch: ImageBatch
@@ -481,4 +486,5 @@ def build_model(cfg: ModelConfig) -> RFCN | TorchvisionFasterRCNN:
         ohem_ranking_pass=cfg.head == "c4",
         box_voting_iou=cfg.box_voting_iou,
         box_refinement=cfg.box_refinement,
+        box_loss_beta=cfg.head_smooth_l1_beta,
     )
