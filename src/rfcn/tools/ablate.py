@@ -140,6 +140,18 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "light_head_tv_settings": (*LIGHT_HEAD_MAX, *TV_SETTINGS),
     "light_head_align_tv_settings": (*LIGHT_HEAD_ALIGN, *TV_SETTINGS),
     "light_head_align_tv_box_loss": (*LIGHT_HEAD_ALIGN, *TV_SETTINGS, *TV_BOX_LOSS),
+    # the same with half the box loss's weight (lambda of Eq. 3), or with the large separable
+    # conv twice as wide inside (C_mid 128 instead of the small nets' 64)
+    "light_head_align_tv_half_box": (
+        *LIGHT_HEAD_ALIGN,
+        *TV_SETTINGS,
+        "model.box_loss_weight=0.5",
+    ),
+    "light_head_align_tv_mid128": (
+        *LIGHT_HEAD_ALIGN,
+        *TV_SETTINGS,
+        "model.light_head_mid_channels=128",
+    ),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 RATE_SETTING = "train.base_lr="  # the override a rated row adds (<variant>_lr<rate>)
