@@ -108,6 +108,24 @@ def test_profile_of_a_tiny_training_covers_every_stage(tmp_path: Path) -> None:
     assert "| backbone conv1-4 |" in format_profile(result)
 
 
+@pytest.mark.parametrize(
+    ("head", "own_stages"),
+    [
+        ("light_head", ("light head separable conv (thin maps)", "PS-RoI pooling / PSRoIAlign")),
+        ("c4", ("head (other)",)),
+        ("torchvision", ("backbone conv1-4", "RPN convs")),
+    ],
+)
+def test_profile_times_every_head(tmp_path: Path, head: str, own_stages: tuple[str, ...]) -> None:
+    settings = _tiny_synthetic(tmp_path / "data")
+    settings["model"].update(head=head, ps_roi_mode="align", light_head_mid_channels=8)
+    run = training_run(config_from_dict(settings), tmp_path / "run")
+    result = profile_iterations(run, warmup=1, iterations=1)
+    for name in own_stages:
+        assert result["stages"][name]["forward_ms"] > 0
+    assert "forward" not in vars(run.model.head)
+
+
 def test_profile_command_prints_and_writes_json(tmp_path: Path, capsys) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(_tiny_synthetic(tmp_path / "data")))  # JSON is YAML

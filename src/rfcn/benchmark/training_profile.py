@@ -39,7 +39,10 @@ from rfcn.modeling import rfcn as rfcn_module
 PREFIX = "stage: "
 
 # What is wrapped in a range, in display order: an attribute path from the StageRun (methods,
-# wrapped on their instances), or a function :mod:`rfcn.modeling.rfcn` imported by name.
+# wrapped on their instances), or a function :mod:`rfcn.modeling.rfcn` imported by name. A path
+# the model lacks is skipped: each head has its own stages (R-FCN's score maps and vote, the
+# light head's thin maps and PSRoIAlign), and "head (other)" is what a head spends outside them
+# (the light head's fc layers, the C4 head's pooling, conv5 and fc layers).
 _METHODS = (
     ("model.transform.forward", "transform (resize, normalise, pad)"),
     ("model.backbone.trunk.forward", "backbone conv1-4"),
@@ -50,7 +53,10 @@ _METHODS = (
     ("model.rpn._losses", "RPN targets + losses"),
     ("model.rpn.forward", "RPN (other)"),
     ("model.head.score_maps", "head 1x1 convs (score maps)"),
+    ("model.head.thin_maps", "light head separable conv (thin maps)"),
     ("model.head.vote", "PS-RoI pooling + voting"),
+    ("model.head.pool", "PS-RoI pooling / PSRoIAlign"),
+    ("model.head.forward", "head (other)"),
     ("model._head_losses", "head losses + OHEM"),
     ("model.forward", "model (other)"),
     ("optimizer.zero_grad", "optimizer zero_grad"),
@@ -110,10 +116,13 @@ class StageClock:
             yield batch
 
 
-def _resolve(root: object, path: str) -> tuple[object, str]:
+def _resolve(root: object, path: str) -> tuple[object, str] | None:
+    """``(owner, attribute)`` of a method path from ``root``, or None where ``root`` has none."""
     *parents, attribute = path.split(".")
     for parent in parents:
-        root = getattr(root, parent)
+        root = getattr(root, parent, None)
+    if not callable(getattr(root, attribute, None)):
+        return None
     return root, attribute
 
 
@@ -125,7 +134,8 @@ def stage_ranges(run: StageRun, clock: StageClock) -> Iterator[None]:
     functions where :mod:`rfcn.modeling.rfcn` imported them, and ``Tensor.backward`` on the
     class; all is restored on exit.
     """
-    targets = [(*_resolve(run, path), name) for path, name in _METHODS]
+    found = ((_resolve(run, path), name) for path, name in _METHODS)
+    targets = [(*owner_attribute, name) for owner_attribute, name in found if owner_attribute]
     targets += [(rfcn_module, attribute, name) for attribute, name in _FUNCTIONS]
     targets.append((torch.Tensor, "backward", BACKWARD))
     batches = run.batches
@@ -133,8 +143,9 @@ def stage_ranges(run: StageRun, clock: StageClock) -> Iterator[None]:
     try:
         run.batches = clock.batches(batches)
         for owner, attribute, name in targets:
+            wrapped = clock.wrap(getattr(owner, attribute), name)
             saved.append((owner, attribute, vars(owner).get(attribute, _MISSING)))
-            setattr(owner, attribute, clock.wrap(getattr(owner, attribute), name))
+            setattr(owner, attribute, wrapped)
         yield
     finally:
         run.batches = batches

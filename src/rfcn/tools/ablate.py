@@ -11,7 +11,9 @@ trained with R-FCN's recipe (``c4``, ``c4_align``), the light head with either P
 Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
 :mod:`rfcn.modeling.torchvision_baseline`), and R-FCN's head and the light head with that row's
 proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_tv_settings``,
-``light_head_align_tv_settings``).
+``light_head_align_tv_settings``); the last with torchvision's head box loss (smooth-L1 at 1/9,
+``light_head_align_tv_box_loss``), half the box loss's weight (``light_head_align_tv_half_box``)
+or a wider large separable conv (``light_head_align_tv_mid128``).
 ``--config`` takes another base config, such as the small-object benchmarks
 (``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
 ``--variants`` picks rows from :data:`VARIANTS`; a row ``<variant>_lr<rate>`` trains the variant
