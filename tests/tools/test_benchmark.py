@@ -250,6 +250,19 @@ def test_benchmark_runs_a_checkpoint_on_a_picture(tmp_path: Path) -> None:
         benchmark.run(_parse([*argv[:-2], "--image", str(tmp_path / "no.png"), "--out", str(out)]))
 
 
+def test_benchmark_refuses_a_checkpoint_of_another_head(tmp_path: Path) -> None:
+    from rfcn.config import Config, ModelConfig
+    from rfcn.engine.checkpoint import model_state, save_checkpoint
+    from rfcn.modeling.rfcn import build_model
+
+    cfg = Config(model=ModelConfig(backbone="resnet18", backbone_width=8, head="light_head"))
+    save_checkpoint(tmp_path / "light.pt", model_state(build_model(cfg.model), cfg, ["a"]))
+    argv = ["--quick", "--weights", str(tmp_path / "light.pt"), "--out", str(tmp_path / "b.json")]
+    with pytest.raises(UserError, match=r"light\.pt: holds a model.head=light_head model"):
+        benchmark.run(_parse(argv))
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_heads_side_by_side_alone(tmp_path: Path, capsys) -> None:
     """R-FCN, the light head, C4 and torchvision's FPN at two C, FLOPs and ratios over R-FCN."""
     out = tmp_path / "bench.json"

@@ -57,6 +57,7 @@ from rfcn.benchmark.timing import memory_method
 from rfcn.config import ModelConfig
 from rfcn.data.images import load_image
 from rfcn.engine.checkpoint import checkpoint_config, load_checkpoint, load_model
+from rfcn.errors import UserError
 from rfcn.machine import describe_machine
 from rfcn.modeling.c4_baseline import POOL_SIZE, build_c4_detector
 from rfcn.modeling.rfcn import RFCN, build_model
@@ -129,6 +130,12 @@ def _detector(settings: BenchmarkSettings, image: Tensor) -> tuple[RFCN, ModelCo
         calibrate_batch_norm(model, [image])
         return model.eval(), cfg
     saved = checkpoint_config(settings.weights, load_checkpoint(settings.weights))
+    if saved.model.head != "rfcn":
+        raise UserError(
+            settings.weights,
+            f"holds a model.head={saved.model.head} model; --weights takes an R-FCN checkpoint "
+            "(--heads-only times every head side by side)",
+        )
     full_cfg = replace(saved, model=replace(saved.model, **size_settings))
     model, _, _ = load_model(settings.weights, image.device, full_cfg)
     return model, full_cfg.model

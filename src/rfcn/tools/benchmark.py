@@ -81,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=_positive, help="images in the batched case")
     parser.add_argument(
         "--weights",
-        help="a trained checkpoint (its backbone and classes) instead of random weights; "
+        help="a trained R-FCN checkpoint (its backbone and classes) instead of random weights; "
         "makes the bf16 agreement meaningful",
     )
     parser.add_argument("--image", help="a picture to run on instead of random pixels")
