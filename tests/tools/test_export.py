@@ -139,6 +139,26 @@ def test_bad_onnx_files_are_user_errors(
         assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        ({"head": "torchvision"}, "holds torchvision's Faster R-CNN"),
+        ({"head": "c4", "box_mode": "class", "ps_roi_mode": "pool"}, "holds a C4 model"),
+    ],
+)
+def test_models_the_exporter_cannot_trace_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: dict, problem: str
+) -> None:
+    cfg = tiny_config(tmp_path / "data", **model)
+    weights = tmp_path / "model.pt"
+    save_checkpoint(weights, model_state(build_model(cfg.model), cfg, list(CLASS_NAMES)))
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--weights", str(weights), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {weights}: {problem}") and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
 def _exports_at_parity(tmp_path: Path, weights: Path, data: Path) -> set[str]:
     """Export ``weights``, check onnxruntime against PyTorch at three image sizes; returns the
     graph's operator types."""

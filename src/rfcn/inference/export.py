@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rfcn.errors import UserError
 from rfcn.files import write_bytes
 from rfcn.inference.onnx_predictor import (
     INPUT_NAME,
@@ -31,9 +32,29 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
 
+    from rfcn.config import ModelConfig
+
 DEFAULT_OPSET = 18  # the oldest opset the torch.export-based exporter emits natively
 # The example traced through the model; any size works, the exported graph keeps H, W symbolic.
 _EXAMPLE_SIZE = (480, 640)
+
+
+def check_exportable(cfg: ModelConfig, source: str) -> None:
+    """Raise :class:`~rfcn.errors.UserError` (naming ``source``) for a model the exporter cannot
+    trace: torchvision's Faster R-CNN (its NMS branches on the number of boxes) and the C4
+    head's RoI pooling (torchvision's ``roi_pool``, which has no ONNX form in the exporter)."""
+    if cfg.head == "torchvision":
+        raise UserError(
+            source,
+            "holds torchvision's Faster R-CNN (model.head=torchvision), which does not export "
+            "to ONNX (torch.export cannot trace its NMS); R-FCN, light-head and C4 models do",
+        )
+    if cfg.head == "c4" and cfg.ps_roi_mode == "pool":
+        raise UserError(
+            source,
+            "holds a C4 model with RoI pooling (model.ps_roi_mode=pool), which has no ONNX form "
+            "in torch's exporter; a C4 model with ps_roi_mode=align exports",
+        )
 
 
 def single_image_module(model: nn.Module) -> nn.Module:

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from rfcn.config import config_to_dict
     from rfcn.data.images import read_rgb_array
     from rfcn.engine.checkpoint import load_model
-    from rfcn.inference.export import compare_with_onnx, export_onnx
+    from rfcn.inference.export import check_exportable, compare_with_onnx, export_onnx
 
     out = Path(args.out)
     if args.opset < DEFAULT_OPSET:
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         require("onnxruntime", "onnx", "--check")  # before the export, not after it
     check_images = [read_rgb_array(path) for path in args.check]
     model, cfg, class_names = load_model(args.weights, "cpu")
+    check_exportable(cfg.model, args.weights)
     export_onnx(model, class_names, config_to_dict(cfg), out, args.opset)
     print(f"wrote {out} (ONNX opset {args.opset}, dynamic image size)", file=sys.stderr)
     if not check_images:
