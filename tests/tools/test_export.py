@@ -222,3 +222,17 @@ def test_light_head_exports_at_parity(tmp_path: Path) -> None:
     save_checkpoint(weights, {**model_state(model, cfg, list(CLASS_NAMES)), "iteration": 0})
     operators = _exports_at_parity(tmp_path, weights, data)
     assert "ReduceMax" in operators
+
+
+def test_c4_with_roi_align_exports_at_parity(tmp_path: Path) -> None:
+    """The C4 counterpart with RoIAlign: torchvision's roi_align (an ONNX RoiAlign) feeding the
+    per-RoI conv5."""
+    cfg = tiny_config(tmp_path / "data", head="c4", box_mode="class", ps_roi_mode="align")
+    data = ensure_synthetic_dataset(tmp_path / "data", cfg.data)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    with torch.no_grad():  # scores ten times as spread as the initial N(0, 0.01) layer's
+        model.head.cls_score.weight.normal_(std=0.1)
+    weights = tmp_path / "c4.pt"
+    save_checkpoint(weights, {**model_state(model, cfg, list(CLASS_NAMES)), "iteration": 0})
+    assert "RoiAlign" in _exports_at_parity(tmp_path, weights, data)
