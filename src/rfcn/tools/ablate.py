@@ -92,9 +92,7 @@ TV_SETTINGS = (
     "model.rpn_post_nms_test=1000",
     "model.nms_thresh=0.5",
 )
-# the one training setting of torchvision's Faster R-CNN that TV_SETTINGS leaves at the original
-# code's: the head's smooth-L1 transition point, 1/9 instead of 1
-TV_BOX_LOSS = ("model.head_smooth_l1_beta=0.1111111111111111",)
+LIGHT_HEAD_ALIGN_TV = (*LIGHT_HEAD_ALIGN, *TV_SETTINGS)
 # name -> config overrides on the base config; every other setting is the base config's.
 VARIANTS: dict[str, tuple[str, ...]] = {
     # the paper's Table 2 (and Table 3's à trous row)
@@ -140,20 +138,17 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # from what these settings do
     "pool_tv_settings": ("model.ps_roi_mode=pool", *TV_SETTINGS),
     "light_head_tv_settings": (*LIGHT_HEAD_MAX, *TV_SETTINGS),
-    "light_head_align_tv_settings": (*LIGHT_HEAD_ALIGN, *TV_SETTINGS),
-    "light_head_align_tv_box_loss": (*LIGHT_HEAD_ALIGN, *TV_SETTINGS, *TV_BOX_LOSS),
-    # the same with half the box loss's weight (lambda of Eq. 3), or with the large separable
-    # conv twice as wide inside (C_mid 128 instead of the small nets' 64)
-    "light_head_align_tv_half_box": (
-        *LIGHT_HEAD_ALIGN,
-        *TV_SETTINGS,
-        "model.box_loss_weight=0.5",
+    "light_head_align_tv_settings": LIGHT_HEAD_ALIGN_TV,
+    # that row with one change: torchvision's head box loss (the one training setting of
+    # torchvision's Faster R-CNN that TV_SETTINGS leaves at the original code's: the smooth-L1
+    # transition point, 1/9 instead of 1), half the box loss's weight (lambda of Eq. 3), or the
+    # large separable conv twice as wide inside (C_mid 128 instead of the small nets' 64)
+    "light_head_align_tv_box_loss": (
+        *LIGHT_HEAD_ALIGN_TV,
+        "model.head_smooth_l1_beta=0.1111111111111111",
     ),
-    "light_head_align_tv_mid128": (
-        *LIGHT_HEAD_ALIGN,
-        *TV_SETTINGS,
-        "model.light_head_mid_channels=128",
-    ),
+    "light_head_align_tv_half_box": (*LIGHT_HEAD_ALIGN_TV, "model.box_loss_weight=0.5"),
+    "light_head_align_tv_mid128": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_mid_channels=128"),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 RATE_SETTING = "train.base_lr="  # the override a rated row adds (<variant>_lr<rate>)
