@@ -89,7 +89,9 @@ def test_markers_are_filled_and_refilled_in_place() -> None:
     [
         ("ablation", ["missing"], "no record missing.json"),
         ("ablation", ["demo"], "demo.json is a demo record, not ablate"),
-        ("ablation", [], "a ablation table names one record"),
+        ("ablation", [], "an ablation table names one record or more"),
+        ("benchmark", [], "a benchmark table names one record"),
+        ("ablation", ["table2", "demo"], "demo.json is a demo record, not ablate"),
         ("nope", [], "unknown table"),
     ],
 )
@@ -109,3 +111,59 @@ def test_benchmark_summary_rows_give_the_speed_ratios() -> None:
     assert (
         "light head's head CPU time over R-FCN's, resnet50, C = 80, 2000 RoIs | 1.70x |" in summary
     )
+
+
+def _ablate_values(runs: dict[str, list[dict[str, Any]]], user_overrides: list[str]) -> dict:
+    return {
+        **summarize(runs, "k7"),
+        "runs": runs,
+        "overrides": {variant: [f"model.k={variant[1]}"] for variant in runs},
+        "user_overrides": user_overrides,
+        "config": "configs/small.yaml",
+    }
+
+
+def _seed_records() -> dict[str, dict[str, Any]]:
+    """Seeds 0-1 and 2-3 of k7 and k1 in two records; the second also ran k3."""
+    first = {"k7": [_run(0, 0.90), _run(1, 0.92)], "k1": [_run(0, 0.50), _run(1, 0.54)]}
+    second = {
+        "k7": [_run(2, 0.94), _run(3, 0.96)],
+        "k1": [_run(2, 0.50), _run(3, 0.54)],
+        "k3": [_run(2, 0.70), _run(3, 0.70)],
+    }
+    return {
+        "first": _record("ablate", _ablate_values(first, ["train.lr=0.1"]), [0, 1]),
+        "second": _record(
+            "ablate", _ablate_values(second, ["train.seed=2", "train.lr=0.1"]), [2, 3]
+        ),
+    }
+
+
+def test_an_ablation_table_of_several_records_pools_their_seeds() -> None:
+    table = render("ablation", ["first", "second"], _seed_records(), "")
+    # k7: 90, 92, 94, 96: mean 93.0, sample sd sqrt(20/3) = 2.6; k1: 50, 54, 50, 54: 52.0 ± 2.3
+    assert "| k7 | 4 | 93.0 ± 2.6 |" in table and "| k1 | 4 | 52.0 ± 2.3 * |" in table
+    # paired by seed: -40, -38, -44, -42: mean -41.0, sd sqrt(20/3) / 2 = 1.3
+    assert "| k1 | -41.0 ± 1.3 * |" in table
+    assert "k3" not in table, "a row only one record ran is left out"
+    assert "over seeds 0, 1, 2, 3;" in table
+    assert "Seeds 0, 1: Test CPU" in table and "Seeds 2, 3: Test CPU" in table
+    assert "[second](second.json)" in table
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda values: values["user_overrides"].append("train.lr=0.2"), "ran other settings"),
+        (lambda values: values.update(config="other.yaml"), "ran other settings"),
+        (lambda values: values["overrides"].update(k1=["model.k=3"]), "ran other settings"),
+        (lambda values: values["runs"]["k1"][0].update(seed=0), "repeat a seed of k1: 0, 1, 0, 3"),
+        (lambda values: values["runs"]["k7"][0].update(iterations=9), "k7 on other budgets"),
+        (lambda values: values["runs"].pop("k7"), "reference variant k7"),
+    ],
+)
+def test_records_that_do_not_pool_are_refused(change: Any, problem: str) -> None:
+    records = _seed_records()
+    change(records["second"]["values"])
+    with pytest.raises(UserError, match=problem):
+        render("ablation", ["first", "second"], records, "")

@@ -5,7 +5,8 @@ A page asks for a table with a marker on a line of its own; the documentation bu
 MkDocs hook ``docs/hooks.py``) and ``rfcn records --update README.md`` replace it:
 
     <!-- table: demo [NAME ...] -->      the demo records named (all when none), a row each
-    <!-- table: ablation NAME -->        the mean ± sd table of the ablate record NAME
+    <!-- table: ablation NAME [NAME ...] -->  the mean ± sd table of the ablate record NAME, or
+                                         of several records' runs pooled by seed
     <!-- table: benchmark NAME -->       the timing table of the benchmark record NAME
     <!-- table: summary [NAME ...] -->   the README's short table of what this version measures
     <!-- table: list [NAME ...] -->      the records with their kind, machine, seeds and command
@@ -22,7 +23,13 @@ from typing import Any
 
 from rfcn.benchmark.report import format_table
 from rfcn.errors import UserError
-from rfcn.evaluation.seed_stats import METRICS, difference_text, fraction_text, mean_sd_text
+from rfcn.evaluation.seed_stats import (
+    METRICS,
+    difference_text,
+    fraction_text,
+    mean_sd_text,
+    summarize,
+)
 
 Records = Mapping[str, Mapping[str, Any]]
 MARKER = re.compile(r"^<!-- table: (?P<kind>[a-z_]+)(?P<names>(?: [\w.-]+)*) -->$", re.M)
@@ -66,10 +73,14 @@ def demo_table(records: Records, link: str) -> str:
     return "\n".join(lines)
 
 
-def ablation_table(name: str, record: Mapping[str, Any], link: str) -> str:
-    """An ablate record's mean ± sd over seeds per variant (percent), ``*`` on a difference
-    from the reference variant that holds (two-sd test, :mod:`rfcn.evaluation.seed_stats`)."""
-    values = record["values"]
+def ablation_table(records: Records, link: str, marker: str) -> str:
+    """The mean ± sd over seeds per variant (percent) of one ablate record, or of several
+    records' runs pooled (:func:`pooled_ablation_values`), ``*`` on a difference from the
+    reference variant that holds (two-sd test, :mod:`rfcn.evaluation.seed_stats`)."""
+    if len(records) == 1:
+        (values,) = (record["values"] for record in records.values())
+    else:
+        values = pooled_ablation_values(records, marker)
     holds = {
         (entry["variant"], entry["metric"]) for entry in values["differences"] if entry["holds"]
     }
@@ -86,15 +97,74 @@ def ablation_table(name: str, record: Mapping[str, Any], link: str) -> str:
         seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
         lines.append(f"| {row['variant']} | {len(row['seeds'])} | {cells} | {seconds} |")
     lines += ["", *_paired_difference_rows(values, titles)]
-    lines += [
-        "",
-        f"Percent, mean ± sample sd over seeds {', '.join(map(str, record['seeds']))}; "
-        f"* differs from {values['reference']} beyond twice the sd of the difference "
-        "(the second table pairs the runs by seed). "
+    seeds = sorted({seed for record in records.values() for seed in record["seeds"]})
+    sources = [
         f"{machine_label(record)}, torch {record['machine']['torch']}. "
-        f"Command: `{record['command']}`. Source: {_source(name, record, link)}.",
+        f"Command: `{record['command']}`. Source: {_source(name, record, link)}."
+        for name, record in records.items()
     ]
+    if len(records) > 1:
+        sources = [
+            f"Seeds {_numbers(record['seeds'])}: {source}"
+            for record, source in zip(records.values(), sources, strict=True)
+        ]
+    test = (
+        f"Percent, mean ± sample sd over seeds {_numbers(seeds)}; * differs from "
+        f"{values['reference']} beyond twice the sd of the difference (the second table pairs "
+        "the runs by seed)."
+    )
+    lines += ["", " ".join([test, *sources])]
     return "\n".join(lines)
+
+
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers))
+
+
+def pooled_ablation_values(records: Records, marker: str) -> dict[str, Any]:
+    """The ablate values of several ablate records' runs pooled by variant and seed.
+
+    The records must have run the same config and ``--set`` settings apart from
+    ``train.seed``, so that each adds other seeds of the same rows (``--set train.seed=3``);
+    a row keeps the runs of every record, and only the rows that every record ran are kept.
+    The first record's reference variant is the reference.
+
+    Raises:
+        UserError: the records ran other settings, lack the reference or repeat a seed.
+    """
+    (first_name, first), *others = records.items()
+    first_values = first["values"]
+    variants = [
+        variant
+        for variant in first_values["runs"]
+        if all(variant in record["values"]["runs"] for _, record in others)
+    ]
+    for name, record in others:
+        if _ablate_setting(record["values"], variants) != _ablate_setting(first_values, variants):
+            raise UserError(
+                marker,
+                f"{name}.json ran other settings than {first_name}.json "
+                "(config, --set or a row's overrides besides train.seed), so its seeds do not pool",
+            )
+    reference = first_values["reference"]
+    if reference not in variants:
+        raise UserError(marker, f"not every record ran the reference variant {reference}")
+    pooled: dict[str, list[Mapping[str, Any]]] = {}
+    for variant in variants:
+        runs = [run for record in records.values() for run in record["values"]["runs"][variant]]
+        seeds = [run["seed"] for run in runs]
+        if len(set(seeds)) != len(seeds):
+            raise UserError(marker, f"the records repeat a seed of {variant}: {_numbers(seeds)}")
+        if len({(run.get("iterations"), run.get("images_per_batch")) for run in runs}) != 1:
+            raise UserError(marker, f"the records trained {variant} on other budgets")
+        pooled[variant] = sorted(runs, key=lambda run: run["seed"])
+    return summarize(pooled, reference)
+
+
+def _ablate_setting(values: Mapping[str, Any], variants: list[str]) -> tuple[Any, ...]:
+    """What an ablate record ran, bar its seeds: config, --set settings and rows' overrides."""
+    settings = [item for item in values["user_overrides"] if not item.startswith("train.seed=")]
+    return (values["config"], settings, [values["overrides"][variant] for variant in variants])
 
 
 def _paired_differences(values: Mapping[str, Any]) -> dict[str, dict[str, Mapping[str, Any]]]:
@@ -212,7 +282,7 @@ def list_table(records: Records, link: str) -> str:
     lines = ["| record | kind | machine | seeds | command |", "|---|---|---|---|---|"]
     lines += [
         f"| {_source(name, record, link)} | {record['kind']} | {machine_label(record)} "
-        f"| {', '.join(map(str, record['seeds'])) or '-'} | `{record['command']}` |"
+        f"| {_numbers(record['seeds']) or '-'} | `{record['command']}` |"
         for name, record in records.items()
     ]
     return "\n".join(lines)
@@ -235,20 +305,20 @@ def render(kind: str, names: list[str], records: Records, link: str) -> str:
         return summary_table(_selected(records, names, marker), link)
     if kind == "list":
         return list_table(_selected(records, names, marker), link)
-    renderers = {
-        "ablation": ("ablate", ablation_table),
-        "benchmark": ("benchmark", benchmark_table),
-    }
-    if kind not in renderers:
+    if kind not in ("ablation", "benchmark"):
         raise UserError(marker, "unknown table (demo, summary, list, ablation, benchmark)")
-    if len(names) != 1:
-        raise UserError(marker, f"a {kind} table names one record")
-    record_kind, render_one = renderers[kind]
-    (name,) = names
-    record = _selected(records, names, marker)[name]
-    if record["kind"] != record_kind:
-        raise UserError(marker, f"{name}.json is a {record['kind']} record, not {record_kind}")
-    return render_one(name, record, link)
+    record_kind = {"ablation": "ablate", "benchmark": "benchmark"}[kind]
+    if kind == "benchmark" and len(names) != 1:
+        raise UserError(marker, "a benchmark table names one record")
+    if not names:
+        raise UserError(marker, "an ablation table names one record or more")
+    selected = _selected(records, names, marker)
+    for name, record in selected.items():
+        if record["kind"] != record_kind:
+            raise UserError(marker, f"{name}.json is a {record['kind']} record, not {record_kind}")
+    if kind == "benchmark":
+        return benchmark_table(names[0], selected[names[0]], link)
+    return ablation_table(selected, link, marker)
 
 
 def fill_markers(text: str, records: Records, link: str) -> str:
