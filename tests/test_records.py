@@ -11,6 +11,7 @@ from rfcn.records import (
     load_records,
     make_record,
     read_record,
+    source_commit,
     write_record,
 )
 
@@ -27,6 +28,14 @@ def test_a_record_holds_what_a_reader_needs_to_trust_the_figure(tmp_path: Path) 
     write_record(tmp_path / "demo.json", record)
     assert read_record(tmp_path / "demo.json") == record
     assert load_records(tmp_path) == {"demo": record}
+
+
+def test_a_record_names_the_commit_its_measurement_started_from() -> None:
+    now = source_commit()
+    assert make_record("demo", ["rfcn"], {}, [], started_from=now)["dirty"] == now[1]
+    # HEAD moved while the command ran: later processes may have imported other code
+    record = make_record("demo", ["rfcn"], {}, [], started_from=("0" * 40, False))
+    assert record["commit"] == "0" * 40 and record["dirty"] is True
 
 
 def test_without_command_words_the_process_command_line_is_recorded() -> None:

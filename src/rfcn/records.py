@@ -34,7 +34,11 @@ SCHEMA = 1
 REQUIRED_KEYS = ("schema", "kind", "command", "version", "date", "machine", "seeds", "values")
 
 
-def source_commit() -> tuple[str | None, bool | None]:
+SourceState = tuple[str | None, bool | None]
+"""A git commit and whether its tree had uncommitted changes (:func:`source_commit`)."""
+
+
+def source_commit() -> SourceState:
     """The git commit the package runs from and whether its tree has uncommitted changes;
     ``(None, None)`` outside a git checkout (an installed wheel)."""
     folder = Path(__file__).resolve().parent
@@ -60,12 +64,22 @@ def make_record(
     values: dict[str, Any],
     seeds: list[int],
     device: torch.device | None = None,
+    started_from: SourceState | None = None,
 ) -> dict[str, Any]:
     """A record of ``values`` measured by ``command`` (its words, ``["rfcn", "demo", ...]``;
-    None: this process's command line)."""
+    None: this process's command line).
+
+    Args:
+        started_from: :func:`source_commit` when the measurement began (:func:`begin_record`);
+            the record names that commit, and calls the tree dirty when it changed since, as
+            processes started later in a long run import what the tree then holds.
+    """
     if command is None:
         command = [Path(sys.argv[0]).name, *sys.argv[1:]]
-    commit, dirty = source_commit()
+    now = source_commit()
+    commit, dirty = started_from or now
+    if now != (commit, dirty):
+        dirty = True
     return {
         "schema": SCHEMA,
         "kind": kind,
@@ -85,6 +99,13 @@ def write_record(path: str | Path, record: dict[str, Any]) -> None:
     by :func:`check_record_path`)."""
     check_record_path(path)
     write_json(path, record)
+
+
+def begin_record(path: str | Path | None) -> SourceState:
+    """Before a measurement: check that ``path`` can take its record and return the source it
+    starts from (:func:`source_commit`), for :func:`make_record`'s ``started_from``."""
+    check_record_path(path)
+    return source_commit()
 
 
 def check_record_path(path: str | Path | None) -> None:

@@ -58,7 +58,7 @@ from rfcn.errors import UserError
 from rfcn.evaluation.seed_stats import METRICS, format_summary, summarize
 from rfcn.files import read_json, write_image, write_json
 from rfcn.machine import describe_machine
-from rfcn.records import check_record_path, make_record, write_record
+from rfcn.records import begin_record, make_record, write_record
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch, add_record_option
 from rfcn.tools.demo import (
     DEFORMABLE_PARTS,
@@ -402,13 +402,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    check_record_path(args.record)
+    source = begin_record(args.record)
     result = run_ablation(args)
     write_json(args.out / "ablation.json", result)
     if args.record:
         values = {key: value for key, value in result.items() if key != "machine"}
         seeds = sorted({seed for row in result["variants"] for seed in row["seeds"]})
-        write_record(args.record, make_record("ablate", args.command_words, values, seeds))
+        write_record(
+            args.record,
+            make_record("ablate", args.command_words, values, seeds, started_from=source),
+        )
     print(format_summary(result, result["runs"]))
     print(f"saved {args.out / 'ablation.json'}")
     return 0

@@ -15,7 +15,7 @@ from rfcn.benchmark.report import format_table
 from rfcn.benchmark.run import QUICK, RESNETS, BenchmarkSettings, run_benchmark
 from rfcn.errors import UserError
 from rfcn.files import write_json
-from rfcn.records import check_record_path, make_record, write_record
+from rfcn.records import begin_record, make_record, write_record
 from rfcn.tools.arguments import add_record_option
 
 
@@ -180,11 +180,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--device", "cuda was asked for but torch sees no CUDA device")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    check_record_path(args.record)
+    source = begin_record(args.record)
     result = run_benchmark(settings_from_args(args))
     write_json(out, result)
     if args.record:
-        record = make_record("benchmark", args.command_words, result, [], torch.device(args.device))
+        record = make_record(
+            "benchmark", args.command_words, result, [], torch.device(args.device), source
+        )
         write_record(args.record, record)
     print(format_table(result))
     print(f"wrote {out}")

@@ -47,7 +47,7 @@ from rfcn.files import write_image, write_json
 from rfcn.machine import describe_machine
 from rfcn.modeling.light_head import LightHead
 from rfcn.modeling.rfcn_head import RFCNHead
-from rfcn.records import check_record_path, make_record, write_record
+from rfcn.records import begin_record, make_record, write_record
 from rfcn.tools.arguments import add_config_overrides, add_progress_switch, add_record_option
 from rfcn.visualize import (
     deformable_parts_figure,
@@ -390,7 +390,7 @@ def set_threads(threads: int | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    check_record_path(args.record)
+    source = begin_record(args.record)
     out: Path = args.out
     cfg = demo_config(out, args.quick, args.iterations, args.overrides)
     started = time.perf_counter()
@@ -410,7 +410,10 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "metrics.json", metrics)
     if args.record:
         values = {key: value for key, value in metrics.items() if key != "machine"}
-        write_record(args.record, make_record("demo", args.command_words, values, [cfg.train.seed]))
+        write_record(
+            args.record,
+            make_record("demo", args.command_words, values, [cfg.train.seed], started_from=source),
+        )
     print(
         f"VOC07 mAP@0.5 {fraction_text(metrics['voc07_mAP50'])}, "
         f"COCO AP {fraction_text(metrics['coco_AP'])} on "

@@ -20,9 +20,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rfcn.tools.arguments import add_config_overrides, add_record_option
+
+if TYPE_CHECKING:
+    from rfcn.records import SourceState
 
 # Saved every 500 iterations and logged every 20: the run measures what a real one does.
 _TRAIN_OVERRIDES = ("train.checkpoint_every=500", "train.log_every=20", "train.eval_every=0")
@@ -53,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rfcn.errors import UserError
-    from rfcn.records import check_record_path
+    from rfcn.records import begin_record
 
     for name in ("iterations", "images", "warmup"):
         if getattr(args, name) < 1:
@@ -61,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     for name in ("iterations", "images"):
         if getattr(args, name) <= args.warmup:
             raise UserError(f"--{name}", f"must exceed --warmup ({args.warmup})")
-    check_record_path(args.record)
+    source = begin_record(args.record)
     if args.work:
-        return _measure(args, Path(args.work))
+        return _measure(args, Path(args.work), source)
     with tempfile.TemporaryDirectory(prefix="rfcn-memcheck-") as work:
-        return _measure(args, Path(work))
+        return _measure(args, Path(work), source)
 
 
-def _measure(args: argparse.Namespace, work: Path) -> int:
+def _measure(args: argparse.Namespace, work: Path, source: SourceState) -> int:
     from rfcn.benchmark.memory import summarize, watch
     from rfcn.config import save_config
     from rfcn.data.synthetic import ensure_synthetic_dataset
@@ -110,7 +113,10 @@ def _measure(args: argparse.Namespace, work: Path) -> int:
     if args.record:
         values["settings"] = {"iterations": args.iterations, "images": args.images}
         write_record(
-            args.record, make_record("memcheck", args.command_words, values, [cfg.train.seed])
+            args.record,
+            make_record(
+                "memcheck", args.command_words, values, [cfg.train.seed], started_from=source
+            ),
         )
         print(f"wrote {args.record}")
     return 0
