@@ -9,6 +9,8 @@ from ground_truth import score_ground_truth
 from rfcn.config import TEST_TIME_SETTINGS, config_to_dict
 from rfcn.errors import UserError
 from rfcn.modeling.rfcn import build_model
+from rfcn.record_tables import render
+from rfcn.records import load_records
 from rfcn.tools import ablate, demo
 from rfcn.tools.demo import demo_config
 
@@ -112,18 +114,27 @@ def test_bad_arguments_are_user_errors(tmp_path: Path, monkeypatch: pytest.Monke
 def test_quick_ablation_with_seeds_resumes_and_summarises(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "ablation"
+    out, records = tmp_path / "ablation", tmp_path / "records"
+    records.mkdir()
     argv = ["--out", str(out), "--quick", "--threads", "1", "--no-progress", "--jobs", "2",
-            "--iterations", "2", "--variants", "k7_dpsroi", "c4_vote", "--seeds", "2"]  # fmt: skip
+            "--iterations", "2", "--variants", "k7_dpsroi", "c4_vote", "--seeds", "2",
+            "--record", str(records / "first.json")]  # fmt: skip
+    # seed 2 of the same rows, in another command, pools with seeds 0 and 1 into one table
+    more_seeds = ["--out", str(tmp_path / "more"), *argv[2:-1], str(records / "more.json"),
+                  "--set", "train.seed=2", "--seeds", "1"]  # fmt: skip
     threads = torch.get_num_threads()
     try:
         assert ablate.run(_parse(argv)) == 0
         first = json.loads((out / "ablation.json").read_text())
         assert ablate.run(_parse(argv)) == 0  # every run is found finished
+        assert ablate.run(_parse(more_seeds)) == 0
     finally:
         torch.set_num_threads(threads)
+    pooled = render("ablation", ["first", "more"], load_records(records), "")
+    assert "| k7_dpsroi | 3 |" in pooled and "| c4_vote | 3 |" in pooled
+    assert "over seeds 0, 1, 2;" in pooled and "Seeds 2: " in pooled
     printed = capsys.readouterr().out
-    assert printed.count("scored with the weights of") == 2
+    assert printed.count("scored with the weights of") == 3
     assert printed.count("finished earlier") == 6
     result = json.loads((out / "ablation.json").read_text())
     assert result["runs"] == first["runs"]
