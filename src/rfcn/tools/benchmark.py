@@ -185,7 +185,12 @@ def run(args: argparse.Namespace) -> int:
     write_json(out, result)
     if args.record:
         record = make_record(
-            "benchmark", args.command_words, result, [], torch.device(args.device), source
+            "benchmark",
+            args.command_words,
+            result,
+            [],
+            torch.device(args.device),
+            started_from=source,
         )
         write_record(args.record, record)
     print(format_table(result))
