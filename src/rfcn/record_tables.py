@@ -305,9 +305,9 @@ def render(kind: str, names: list[str], records: Records, link: str) -> str:
         return summary_table(_selected(records, names, marker), link)
     if kind == "list":
         return list_table(_selected(records, names, marker), link)
-    if kind not in ("ablation", "benchmark"):
+    record_kind = {"ablation": "ablate", "benchmark": "benchmark"}.get(kind)
+    if record_kind is None:
         raise UserError(marker, "unknown table (demo, summary, list, ablation, benchmark)")
-    record_kind = {"ablation": "ablate", "benchmark": "benchmark"}[kind]
     if kind == "benchmark" and len(names) != 1:
         raise UserError(marker, "a benchmark table names one record")
     if not names:
