@@ -12,8 +12,9 @@ Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
 :mod:`rfcn.modeling.torchvision_baseline`), and R-FCN's head and the light head with that row's
 proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_tv_settings``,
 ``light_head_align_tv_settings``); the last with torchvision's head box loss (smooth-L1 at 1/9,
-``light_head_align_tv_box_loss``), half the box loss's weight (``light_head_align_tv_half_box``)
-or a wider large separable conv (``light_head_align_tv_mid128``).
+``light_head_align_tv_box_loss``), half the box loss's weight (``light_head_align_tv_half_box``),
+a wider large separable conv (``light_head_align_tv_mid128``) or a shorter one
+(``light_head_align_tv_k7``).
 ``--config`` takes another base config, such as the small-object benchmarks
 (``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
 ``--variants`` picks rows from :data:`VARIANTS`; a row ``<variant>_lr<rate>`` trains the variant
@@ -142,13 +143,16 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # that row with one change: torchvision's head box loss (the one training setting of
     # torchvision's Faster R-CNN that TV_SETTINGS leaves at the original code's: the smooth-L1
     # transition point, 1/9 instead of 1), half the box loss's weight (lambda of Eq. 3), or the
-    # large separable conv twice as wide inside (C_mid 128 instead of the small nets' 64)
+    # large separable conv twice as wide inside (C_mid 128 instead of the small nets' 64), or
+    # shorter (k = 7 instead of 15: on a 384-px input's 24 x 24 stride-16 map, k = 15 spans
+    # most of the image, far more context than a 16-48 px object has)
     "light_head_align_tv_box_loss": (
         *LIGHT_HEAD_ALIGN_TV,
         "model.head_smooth_l1_beta=0.1111111111111111",
     ),
     "light_head_align_tv_half_box": (*LIGHT_HEAD_ALIGN_TV, "model.box_loss_weight=0.5"),
     "light_head_align_tv_mid128": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_mid_channels=128"),
+    "light_head_align_tv_k7": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_kernel=7"),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 RATE_SETTING = "train.base_lr="  # the override a rated row adds (<variant>_lr<rate>)
