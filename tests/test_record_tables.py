@@ -167,3 +167,25 @@ def test_records_that_do_not_pool_are_refused(change: Any, problem: str) -> None
     change(records["second"]["values"])
     with pytest.raises(UserError, match=problem):
         render("ablation", ["first", "second"], records, "")
+
+
+def test_a_summary_entry_a_plus_b_pools_the_records_seeds() -> None:
+    records = {**_records(), **_seed_records()}
+    summary = render("summary", ["demo", "first+second"], records, "")
+    # the pooled table's figures, worked by hand in the test above
+    assert "`rfcn ablate` k7, 4 seeds: mAP@0.5 | 93.0 ± 2.6 | Test CPU, 2 threads |" in summary
+    best = "k1 (the best of 1 other rows), 4 seeds: mAP@0.5 | 52.0 ± 2.3; paired by seed, "
+    assert best + "-41.0 ± 1.3 * against k7 |" in summary
+    assert "| [first](first.json) (v9.9.9, 2026-12-06), [second](second.json)" in summary
+    assert "table2" not in summary and "| 0.918 in 127 s |" in summary
+    filled = fill_markers("<!-- table: summary first+second -->\n", records, "")
+    assert filled.count("`rfcn ablate`") == 2, "the marker reads A+B as one entry"
+
+
+def test_a_summary_pools_ablate_records_only() -> None:
+    records = {**_records(), **_seed_records()}
+    with pytest.raises(UserError, match="demo\\+first pools ablate records only"):
+        render("summary", ["demo+first"], records, "")
+    records["second"]["values"]["config"] = "other.yaml"
+    with pytest.raises(UserError, match="ran other settings"):
+        render("summary", ["first+second"], records, "")

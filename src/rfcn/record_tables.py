@@ -8,7 +8,8 @@ MkDocs hook ``docs/hooks.py``) and ``rfcn records --update README.md`` replace i
     <!-- table: ablation NAME [NAME ...] -->  the mean ± sd table of the ablate record NAME, or
                                          of several records' runs pooled by seed
     <!-- table: benchmark NAME -->       the timing table of the benchmark record NAME
-    <!-- table: summary [NAME ...] -->   the README's short table of what this version measures
+    <!-- table: summary [NAME ...] -->   the README's short table of what this version measures;
+                                         A+B names ablate records pooled by seed
     <!-- table: list [NAME ...] -->      the records with their kind, machine, seeds and command
 
 In a file that is not built (the README) the generated table stands between the marker and
@@ -32,7 +33,7 @@ from rfcn.evaluation.seed_stats import (
 )
 
 Records = Mapping[str, Mapping[str, Any]]
-MARKER = re.compile(r"^<!-- table: (?P<kind>[a-z_]+)(?P<names>(?: [\w.-]+)*) -->$", re.M)
+MARKER = re.compile(r"^<!-- table: (?P<kind>[a-z_]+)(?P<names>(?: [\w.+-]+)*) -->$", re.M)
 END = "<!-- end table -->"
 
 
@@ -249,12 +250,21 @@ def _ablation_summary_rows(values: Mapping[str, Any]) -> list[tuple[str, int, st
     return summary
 
 
-def summary_table(records: Records, link: str) -> str:
+def summary_table(groups: list[Records], link: str, marker: str) -> str:
     """The README's short table: each demo record, each ablate record's reference and best
-    other variant, and each benchmark record's R-FCN speed-up over its Faster R-CNN C4
-    counterpart and the light head's time over R-FCN's head."""
+    other variant (of one record, or of several records' runs pooled by seed: a group of more
+    than one), and each benchmark record's R-FCN speed-up over its Faster R-CNN C4 counterpart
+    and the light head's time over R-FCN's head."""
     lines = ["| measured | value | machine | record |", "|---|---|---|---|"]
-    for name, record in records.items():
+    for group in groups:
+        if len(group) > 1:
+            lines += _ablation_summary_lines(
+                pooled_ablation_values(group, marker),
+                "; ".join(dict.fromkeys(machine_label(record) for record in group.values())),
+                ", ".join(_source(name, record, link) for name, record in group.items()),
+            )
+            continue
+        ((name, record),) = group.items()
         values, source, machine = (
             record["values"],
             _source(name, record, link),
@@ -267,14 +277,28 @@ def summary_table(records: Records, link: str) -> str:
                 f"| {machine} | {source} |"
             )
         elif record["kind"] == "ablate":
-            lines += [
-                f"| `rfcn ablate` {measured}, {seeds} seeds: mAP@0.5 | {value} | {machine} "
-                f"| {source} |"
-                for measured, seeds, value in _ablation_summary_rows(values)
-            ]
+            lines += _ablation_summary_lines(values, machine, source)
         elif record["kind"] == "benchmark":
             lines += _benchmark_summary_rows(values, machine, source)
     return "\n".join(lines)
+
+
+def _ablation_summary_lines(values: Mapping[str, Any], machine: str, source: str) -> list[str]:
+    return [
+        f"| `rfcn ablate` {measured}, {seeds} seeds: mAP@0.5 | {value} | {machine} | {source} |"
+        for measured, seeds, value in _ablation_summary_rows(values)
+    ]
+
+
+def _summary_groups(records: Records, names: list[str], marker: str) -> list[Records]:
+    """The summary's entries: each record (every one when ``names`` is empty), or the ablate
+    records an ``A+B`` name pools."""
+    groups = [_selected(records, name.split("+"), marker) for name in names]
+    for group in groups:
+        kinds = {record["kind"] for record in group.values()}
+        if len(group) > 1 and kinds != {"ablate"}:
+            raise UserError(marker, f"{'+'.join(group)} pools ablate records only")
+    return groups or [{name: record} for name, record in records.items()]
 
 
 def list_table(records: Records, link: str) -> str:
@@ -302,7 +326,7 @@ def render(kind: str, names: list[str], records: Records, link: str) -> str:
     if kind == "demo":
         return demo_table(_selected(records, names, marker), link)
     if kind == "summary":
-        return summary_table(_selected(records, names, marker), link)
+        return summary_table(_summary_groups(records, names, marker), link, marker)
     if kind == "list":
         return list_table(_selected(records, names, marker), link)
     record_kind = {"ablation": "ablate", "benchmark": "benchmark"}.get(kind)
