@@ -78,10 +78,7 @@ def ablation_table(records: Records, link: str, marker: str) -> str:
     """The mean ± sd over seeds per variant (percent) of one ablate record, or of several
     records' runs pooled (:func:`pooled_ablation_values`), ``*`` on a difference from the
     reference variant that holds (two-sd test, :mod:`rfcn.evaluation.seed_stats`)."""
-    if len(records) == 1:
-        (values,) = (record["values"] for record in records.values())
-    else:
-        values = pooled_ablation_values(records, marker)
+    values = _ablate_values(records, marker)
     holds = {
         (entry["variant"], entry["metric"]) for entry in values["differences"] if entry["holds"]
     }
@@ -116,6 +113,15 @@ def ablation_table(records: Records, link: str, marker: str) -> str:
     )
     lines += ["", " ".join([test, *sources])]
     return "\n".join(lines)
+
+
+def _ablate_values(records: Records, marker: str) -> Mapping[str, Any]:
+    """The values of one ablate record, or of several pooled by seed
+    (:func:`pooled_ablation_values`)."""
+    if len(records) == 1:
+        (record,) = records.values()
+        return record["values"]
+    return pooled_ablation_values(records, marker)
 
 
 def _numbers(numbers: list[int]) -> str:
@@ -257,19 +263,11 @@ def summary_table(groups: list[Records], link: str, marker: str) -> str:
     and the light head's time over R-FCN's head."""
     lines = ["| measured | value | machine | record |", "|---|---|---|---|"]
     for group in groups:
-        if len(group) > 1:
-            lines += _ablation_summary_lines(
-                pooled_ablation_values(group, marker),
-                "; ".join(dict.fromkeys(machine_label(record) for record in group.values())),
-                ", ".join(_source(name, record, link) for name, record in group.items()),
-            )
-            continue
-        ((name, record),) = group.items()
-        values, source, machine = (
-            record["values"],
-            _source(name, record, link),
-            machine_label(record),
-        )
+        machine = "; ".join(dict.fromkeys(machine_label(record) for record in group.values()))
+        source = ", ".join(_source(name, record, link) for name, record in group.items())
+        # a group of several records is of ablate records (_summary_groups)
+        record = next(iter(group.values()))
+        values = record["values"]
         if record["kind"] == "demo":
             lines.append(
                 f"| `rfcn demo` ({_demo_precision(values)}): VOC07 mAP@0.5, time in all "
@@ -277,13 +275,14 @@ def summary_table(groups: list[Records], link: str, marker: str) -> str:
                 f"| {machine} | {source} |"
             )
         elif record["kind"] == "ablate":
-            lines += _ablation_summary_lines(values, machine, source)
+            lines += _ablation_summary_lines(_ablate_values(group, marker), machine, source)
         elif record["kind"] == "benchmark":
             lines += _benchmark_summary_rows(values, machine, source)
     return "\n".join(lines)
 
 
 def _ablation_summary_lines(values: Mapping[str, Any], machine: str, source: str) -> list[str]:
+    """The summary's lines of :func:`_ablation_summary_rows`."""
     return [
         f"| `rfcn ablate` {measured}, {seeds} seeds: mAP@0.5 | {value} | {machine} | {source} |"
         for measured, seeds, value in _ablation_summary_rows(values)
