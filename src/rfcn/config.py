@@ -57,7 +57,9 @@ class ModelConfig:
     head_init: str = "gaussian"
     """"gaussian": std 0.01 for the head's three convs (the original code); "scaled": He init
     for the 1x1 reduction and std 1/sqrt(head_channels) for the class maps, which lets a head on
-    a backbone trained from scratch start learning sooner (the demo)."""
+    a backbone trained from scratch start learning sooner (the demo). The light head reads it
+    too: "gaussian" is its public code's, "scaled" scales its convs and fc layers by fan-in
+    (rfcn.modeling.light_head.LightHead)."""
     box_mode: str = "agnostic"
     """Box maps: "agnostic" (4k^2), "agnostic8" (8k^2) or "class" (4k^2 C)."""
     ps_roi_mode: str = "pool"
@@ -81,7 +83,7 @@ class ModelConfig:
     run by the same code; k, head_channels and head_init are then unused, and ps_roi_mode
     chooses its RoI pooling: "pool" (RoIPool, the paper's) or "align" (RoIAlign); "light_head":
     Light-Head R-CNN's head (Li et al. 2017: a large separable conv to alpha k^2 thin maps,
-    PSRoIAlign, one fc layer; rfcn.modeling.light_head), head_channels and head_init unused;
+    PSRoIAlign, one fc layer; rfcn.modeling.light_head), head_channels unused;
     "torchvision": torchvision's Faster R-CNN (its RPN, RoIAlign, two fc layers, sampler and
     losses) on conv1..conv4 of this trunk, end to end only (rfcn.modeling.torchvision_baseline)."""
     light_head_alpha: int = 10

@@ -105,6 +105,34 @@ def test_head_pools_the_thin_maps_then_one_fc(box_mode: str, slots: int) -> None
     torch.testing.assert_close(deltas.flatten(1), head.bbox_pred(hidden))
 
 
+@pytest.mark.parametrize("init", ["gaussian", "scaled"])
+def test_initialisation(init: str) -> None:
+    """The public code's N(0, 0.01) (box fc 0.001), or by fan-in: std 1/sqrt(n) for the four
+    convs of the separable conv, He's sqrt(2/n) for the fc, 1/sqrt(fc) for the class fc."""
+    torch.manual_seed(0)
+    head = LightHead(
+        64, 3, "class", 1 / 16, k=3, alpha=4, mid_channels=32, fc_channels=256, init=init
+    )
+    a, b = head.separable.column_first  # 15 x 1 from 64 channels, then 1 x 15 from 32
+    scaled_std = {
+        a: (64 * 15) ** -0.5,
+        b: (32 * 15) ** -0.5,
+        head.fc: (2 / 36) ** 0.5,
+        head.cls_score: 256**-0.5,
+    }
+    for layer, std in scaled_std.items():
+        wanted = std if init == "scaled" else 0.01
+        assert float(layer.weight.detach().std()) == pytest.approx(wanted, rel=0.05)
+        assert not layer.bias.any()
+    assert float(head.bbox_pred.weight.detach().std()) == pytest.approx(0.001, rel=0.05)
+    with pytest.raises(ValueError, match="init"):
+        LightHead(64, 3, "class", 1 / 16, init="uniform")
+    cfg = _config(head_init=init)
+    assert float(build_model(cfg.model).head.cls_score.weight.detach().std()) == pytest.approx(
+        32**-0.5 if init == "scaled" else 0.01, rel=0.2
+    )
+
+
 def test_middle_width_by_backbone_or_given() -> None:
     assert mid_channels("resnet101", 0) == mid_channels("resnet50", 0) == 256
     assert mid_channels("resnet18", 0) == 64

@@ -26,6 +26,9 @@ from torch import Tensor, nn
 # Box deltas per RoI, by box mode: class-agnostic (the R-FCN and Light-Head papers' text), the
 # original R-FCN code's "agnostic" with a background and a foreground slot, class-specific.
 BOX_MODES = ("agnostic", "agnostic8", "class")
+# Initialisations of a head's learnt layers (model.head_init): the original codes' small
+# Gaussians, or ones scaled by fan-in for a backbone trained from random weights.
+HEAD_INITS = ("gaussian", "scaled")
 
 
 class DetectorHead(Protocol):
@@ -41,6 +44,12 @@ def num_box_slots(box_mode: str, num_classes: int) -> int:
     if box_mode not in BOX_MODES:
         raise ValueError(f"box_mode must be one of {BOX_MODES}, got {box_mode!r}")
     return {"agnostic": 1, "agnostic8": 2, "class": num_classes}[box_mode]
+
+
+def check_head_init(init: str) -> None:
+    """Raise ValueError unless ``init`` is one of :data:`HEAD_INITS`."""
+    if init not in HEAD_INITS:
+        raise ValueError(f"init must be one of {HEAD_INITS}, got {init!r}")
 
 
 def box_slot_of_label(labels: Tensor, box_mode: str) -> Tensor:

@@ -26,15 +26,15 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional
 
-from rfcn.modeling.heads import num_box_slots
+from rfcn.modeling.heads import check_head_init, num_box_slots
 from rfcn.ops import ps_roi_pool
 
 # C_mid of the separable convolution by backbone (paper §3.2: 256 with the large backbone, 64
 # with the small one).
 MID_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256, "resnet152": 256}
 
-# The public code's initialisation: every layer N(0, 0.01) but the box fc's N(0, 0.001), zero
-# biases (slim's default).
+# The public code's initialisation ("gaussian"): every layer N(0, 0.01) but the box fc's
+# N(0, 0.001), zero biases (slim's default). "scaled" keeps the box fc's.
 INIT_STD = 0.01
 BOX_INIT_STD = 0.001
 
@@ -56,12 +56,21 @@ class LargeSeparableConv(nn.Module):
         mid_channels: C_mid, each branch's width between its two convs.
         out_channels: C_out (alpha p² for the thin maps).
         kernel_size: k_s, odd so that "same" padding is symmetric (15).
+        init: "gaussian" (the public code's N(0, 0.01)) or "scaled" (N(0, 1/fan_in): each conv
+            keeps its input's second moment, so the ReLU'd sum of the two branches keeps
+            conv5's).
     """
 
     def __init__(
-        self, in_channels: int, mid_channels: int, out_channels: int, kernel_size: int = 15
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        kernel_size: int = 15,
+        init: str = "gaussian",
     ) -> None:
         super().__init__()
+        check_head_init(init)
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive, got {kernel_size}")
         pad = kernel_size // 2
@@ -75,7 +84,10 @@ class LargeSeparableConv(nn.Module):
             nn.Conv2d(mid_channels, out_channels, column, padding=(pad, 0)),
         )
         for conv in (*self.column_first, *self.row_first):
-            nn.init.normal_(conv.weight, std=INIT_STD)
+            if init == "scaled":
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="linear")
+            else:
+                nn.init.normal_(conv.weight, std=INIT_STD)
             nn.init.zeros_(conv.bias)
 
     def forward(self, features: Tensor) -> Tensor:
@@ -100,6 +112,11 @@ class LightHead(nn.Module):
         ps_roi_mode: "align_max" (the public kernel: maximum of the samples), "align"
             (their average, RoIAlign's) or "pool" (R-FCN's Eq. 1) (:func:`~rfcn.ops.ps_roi_pool`).
         sampling_ratio: bilinear samples per bin side (the public code's 2).
+        init: "gaussian" (the public code's) or "scaled": the separable conv's as
+            :class:`LargeSeparableConv`, He init for the fc layer and std
+            ``1/sqrt(fc_channels)`` for the class fc, so that on a backbone trained from random
+            weights the first logits have about unit scale, not about 0.01; the box fc keeps
+            N(0, 0.001) so that the first boxes stay near the RoIs.
     """
 
     def __init__(
@@ -115,6 +132,7 @@ class LightHead(nn.Module):
         fc_channels: int = 2048,
         ps_roi_mode: str = "align_max",
         sampling_ratio: int = 2,
+        init: str = "gaussian",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -125,7 +143,9 @@ class LightHead(nn.Module):
         self.ps_roi_mode = ps_roi_mode
         self.sampling_ratio = sampling_ratio
         self.num_box_slots = num_box_slots(box_mode, num_classes)
-        self.separable = LargeSeparableConv(in_channels, mid_channels, alpha * k * k, kernel_size)
+        self.separable = LargeSeparableConv(
+            in_channels, mid_channels, alpha * k * k, kernel_size, init
+        )
         self.fc = nn.Linear(alpha * k * k, fc_channels)
         self.cls_score = nn.Linear(fc_channels, num_classes + 1)
         self.bbox_pred = nn.Linear(fc_channels, 4 * self.num_box_slots)
@@ -136,6 +156,9 @@ class LightHead(nn.Module):
         ):
             nn.init.normal_(layer.weight, std=std)
             nn.init.zeros_(layer.bias)
+        if init == "scaled":
+            nn.init.kaiming_normal_(self.fc.weight, nonlinearity="relu")
+            nn.init.normal_(self.cls_score.weight, std=fc_channels**-0.5)
 
     def thin_maps(self, conv5: Tensor) -> Tensor:
         """``conv5 (B, C5, h, w)`` -> thin maps ``(B, alpha k², h, w)``, class-major channels."""

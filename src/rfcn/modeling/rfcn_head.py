@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from rfcn.modeling.deformable_conv import OffsetConv2d
 from rfcn.modeling.heads import box_slot_of_label as box_slot_of_label  # its former home
-from rfcn.modeling.heads import num_box_slots
+from rfcn.modeling.heads import check_head_init, num_box_slots
 from rfcn.ops import deform_ps_roi_pool, ps_roi_pool, ps_roi_vote
 
 # The original deformable R-FCN's settings: bins move by offset * 0.1 * RoI size (the paper's
@@ -82,8 +82,7 @@ class RFCNHead(nn.Module):
         self.reduce = nn.Conv2d(in_channels, head_channels, kernel_size=1)
         self.cls_conv = nn.Conv2d(head_channels, k * k * (num_classes + 1), kernel_size=1)
         self.box_conv = nn.Conv2d(head_channels, k * k * 4 * self.num_box_slots, kernel_size=1)
-        if init not in ("gaussian", "scaled"):
-            raise ValueError(f"init must be 'gaussian' or 'scaled', got {init!r}")
+        check_head_init(init)
         for conv in (self.reduce, self.cls_conv, self.box_conv):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)

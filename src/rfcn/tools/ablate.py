@@ -14,7 +14,8 @@ proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_tv_setti
 ``light_head_align_tv_settings``); the last with torchvision's head box loss (smooth-L1 at 1/9,
 ``light_head_align_tv_box_loss``), half the box loss's weight (``light_head_align_tv_half_box``),
 a wider large separable conv (``light_head_align_tv_mid128``), a shorter one
-(``light_head_align_tv_k7``) or a narrower fc layer (``light_head_align_tv_fc1024``).
+(``light_head_align_tv_k7``), a narrower fc layer (``light_head_align_tv_fc1024``) or layers
+initialised by fan-in (``light_head_align_tv_scaled_init``).
 ``--config`` takes another base config, such as the small-object benchmarks
 (``configs/small_objects_synthetic.yaml``, ``configs/raccoon_small_cpu.yaml``), and
 ``--variants`` picks rows from :data:`VARIANTS`; a row ``<variant>_lr<rate>`` trains the variant
@@ -70,13 +71,16 @@ from rfcn.tools.demo import (
     train_and_evaluate,
 )
 
+# The light head as its public code initialises it, whatever the base config's model.head_init
 LIGHT_HEAD_MAX = (
     "model.head=light_head",
+    "model.head_init=gaussian",
     "model.ps_roi_mode=align_max",
     "model.ps_roi_sampling_ratio=2",
 )
 LIGHT_HEAD_ALIGN = (
     "model.head=light_head",
+    "model.head_init=gaussian",
     "model.ps_roi_mode=align",
     "model.ps_roi_sampling_ratio=2",
 )
@@ -146,7 +150,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # large separable conv twice as wide inside (C_mid 128 instead of the small nets' 64), or
     # shorter (k = 7 instead of 15: on a 384-px input's 24 x 24 stride-16 map, k = 15 spans
     # most of the image, far more context than a 16-48 px object has), or the fc layer as wide
-    # as torchvision's two (1024 instead of 2048: less to fit from a few hundred images)
+    # as torchvision's two (1024 instead of 2048: less to fit from a few hundred images), or
+    # initialised by fan-in (the public code's std-0.01 layers suit an ImageNet backbone; on
+    # one trained from random weights they start with logits of about 0.01)
     "light_head_align_tv_box_loss": (
         *LIGHT_HEAD_ALIGN_TV,
         "model.head_smooth_l1_beta=0.1111111111111111",
@@ -155,6 +161,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "light_head_align_tv_mid128": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_mid_channels=128"),
     "light_head_align_tv_k7": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_kernel=7"),
     "light_head_align_tv_fc1024": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_fc_channels=1024"),
+    "light_head_align_tv_scaled_init": (*LIGHT_HEAD_ALIGN_TV, "model.head_init=scaled"),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 RATE_SETTING = "train.base_lr="  # the override a rated row adds (<variant>_lr<rate>)
