@@ -46,6 +46,20 @@ def test_each_variant_changes_only_its_own_keys(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_light_head_rows_keep_the_public_init_unless_named_scaled(tmp_path: Path) -> None:
+    """The demo's config initialises heads by fan-in; a light-head row takes the public code's
+    std-0.01 layers all the same, and only a ``_scaled_init`` row takes the config's way."""
+    assert demo_config(tmp_path).model.head_init == "scaled"
+    light_head_rows = {
+        name: demo_config(tmp_path, overrides=list(overrides)).model.head_init
+        for name, overrides in ablate.VARIANTS.items()
+        if "model.head=light_head" in overrides
+    }
+    assert len(light_head_rows) > 10
+    for name, init in light_head_rows.items():
+        assert init == ("scaled" if name.endswith("_scaled_init") else "gaussian"), name
+
+
 def test_the_torchvision_settings_are_those_torchvision_builds(tmp_path: Path) -> None:
     """TV_SETTINGS must name what the tv_faster_rcnn row gets from torchvision's own defaults:
     read them off the model torchvision builds for that row."""

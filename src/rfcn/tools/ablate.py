@@ -7,7 +7,8 @@ Table 1) rows add deformable PS-RoI pooling and deformable conv5 to the k = 7 mo
 together (``k7_dpsroi``, ``k7_dconv5``, ``k7_dpsroi_dconv5``; a deformable PS-RoI run also
 draws ``deformable_parts.png`` in its folder). Beside R-FCN: its Faster R-CNN C4 counterpart
 trained with R-FCN's recipe (``c4``, ``c4_align``), the light head with either PSRoIAlign
-(``light_head``, ``light_head_align``; :mod:`rfcn.modeling.light_head`) and torchvision's own
+(``light_head``, ``light_head_align``, and the latter initialised by fan-in,
+``light_head_align_scaled_init``; :mod:`rfcn.modeling.light_head`) and torchvision's own
 Faster R-CNN on the same trunk, data, budget and seeds (``tv_faster_rcnn``,
 :mod:`rfcn.modeling.torchvision_baseline`), and R-FCN's head and the light head with that row's
 proposal, sampling and NMS settings (``pool_tv_settings``, ``light_head_tv_settings``,
@@ -135,6 +136,9 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     # samples a bin, the official kernel) or with the average of them (R-FCN's "align")
     "light_head": LIGHT_HEAD_MAX,
     "light_head_align": LIGHT_HEAD_ALIGN,
+    # the latter initialised by fan-in, as the demo's and the small-object configs' R-FCN head
+    # (model.head_init=scaled), instead of the public code's std-0.01 layers
+    "light_head_align_scaled_init": (*LIGHT_HEAD_ALIGN, "model.head_init=scaled"),
     # torchvision's Faster R-CNN (its RPN, RoIAlign 7 x 7, two fc layers, sampler and losses)
     # on conv1..conv4 of the same trunk: the detector a user picks instead of R-FCN (issue 35)
     "tv_faster_rcnn": ("model.head=torchvision",),
