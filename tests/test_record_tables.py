@@ -57,6 +57,19 @@ def test_ablation_table_gives_mean_sd_and_marks_what_holds() -> None:
     assert "Test CPU, 2 threads" in table and "`rfcn ablate`" in table
 
 
+def test_a_row_with_a_diverged_seed_says_so() -> None:
+    records = _records()
+    runs = {
+        "k7": [_run(0, 0.90), _run(1, 0.91), _run(2, 0.92)],
+        "k1": [_run(0, 0.30), {"seed": 1, "diverged_at": 5}, _run(2, 0.50)],
+    }
+    records["table2"]["values"] = summarize(runs, "k7")
+    table = render("ablation", ["table2"], records, "results/")
+    assert "| k1 | 3 (1 diverged) | 40.0 ± 14.1 * |" in table
+    assert "A run whose training diverged has no scores and is left out of its row." in table
+    assert "diverged" not in render("ablation", ["table2"], _records(), "results/")
+
+
 def test_demo_and_summary_rows_come_from_the_values() -> None:
     records = _records()
     demo = render("demo", [], records, "")

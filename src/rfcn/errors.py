@@ -28,6 +28,21 @@ class UserError(Exception):
         return type(self), (self.source, self.problem)
 
 
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite at ``iteration`` (counted from 1)."""
+
+    def __init__(self, iteration: int, loss: float) -> None:
+        self.iteration = iteration
+        self.loss = loss
+        super().__init__(
+            f"iteration {iteration}",
+            f"loss is {loss}: training diverged; lower train.base_lr or set train.max_grad_norm",
+        )
+
+    def __reduce__(self) -> tuple[type[TrainingDiverged], tuple[int, float]]:
+        return type(self), (self.iteration, self.loss)
+
+
 class DataWarning(UserWarning):
     """A problem in one file of a dataset that a reader worked around (a box dropped, an image
     left out); ``rfcn data`` collects these into its list of problems.

@@ -29,6 +29,7 @@ from rfcn.evaluation.seed_stats import (
     difference_text,
     fraction_text,
     mean_sd_text,
+    seeds_text,
     summarize,
 )
 
@@ -93,7 +94,7 @@ def ablation_table(records: Records, link: str, marker: str) -> str:
             for key in METRICS
         )
         seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
-        lines.append(f"| {row['variant']} | {len(row['seeds'])} | {cells} | {seconds} |")
+        lines.append(f"| {row['variant']} | {seeds_text(row)} | {cells} | {seconds} |")
     lines += ["", *_paired_difference_rows(values, titles)]
     seeds = sorted({seed for record in records.values() for seed in record["seeds"]})
     sources = [
@@ -111,6 +112,8 @@ def ablation_table(records: Records, link: str, marker: str) -> str:
         f"{values['reference']} beyond twice the sd of the difference (the second table pairs "
         "the runs by seed)."
     )
+    if any(row.get("diverged") for row in values["variants"]):
+        test += " A run whose training diverged has no scores and is left out of its row."
     lines += ["", " ".join([test, *sources])]
     return "\n".join(lines)
 
@@ -240,7 +243,11 @@ def _ablation_summary_rows(values: Mapping[str, Any]) -> list[tuple[str, int, st
     summary = [
         (reference["variant"], len(reference["seeds"]), mean_sd_text(reference["spread"][key]))
     ]
-    others = [row for name, row in rows.items() if name != reference["variant"]]
+    others = [
+        row
+        for name, row in rows.items()
+        if name != reference["variant"] and row["spread"][key]["mean"] is not None
+    ]
     if not others:
         return summary
     best = max(others, key=lambda row: row["spread"][key]["mean"])

@@ -16,13 +16,17 @@ from rfcn.engine.experiments import (
     plan_runs,
     run_experiment,
 )
-from rfcn.errors import UserError
+from rfcn.errors import TrainingDiverged, UserError
 
 
 def fake_run(cfg: Config, folder: Path, resume: bool, progress: bool) -> dict[str, Any]:
-    """Stands in for training: records how it was called, fails for seed 13."""
+    """Stands in for training: records how it was called, fails for seed 13, diverges at
+    iteration 4 for seed 21."""
     if cfg.train.seed == 13:
         raise UserError(folder, "seed 13 fails")
+    if cfg.train.seed == 21:
+        (folder / "calls.txt").open("a").write("diverged\n")
+        raise TrainingDiverged(4, float("inf"))
     (folder / "calls.txt").open("a").write(f"resume={resume}\n")
     return {"seed": cfg.train.seed, "k": cfg.model.k, "train_seconds": 1.0}
 
@@ -58,6 +62,24 @@ def test_finished_runs_are_skipped(tmp_path: Path) -> None:
     assert [f.skipped for f in again] == [True, True, False, True, True, False]
     assert [f.metrics for f in again[:2]] == [f.metrics for f in first[:2]]
     assert all(_calls(run.folder) == ["resume=False"] for run in runs)
+
+
+def test_a_diverged_run_is_a_finished_run_without_scores(tmp_path: Path) -> None:
+    runs = plan_runs(tmp_path, ["a"], [20, 21], _configs)
+    finished = run_experiment(runs, fake_run, progress=False)
+    assert finished[0].metrics["k"] == 1
+    assert finished[1].metrics == {
+        "variant": "a",
+        "seed": 21,
+        "iterations": runs[1].cfg.train.iterations,
+        "images_per_batch": runs[1].cfg.train.images_per_batch,
+        "diverged_at": 4,
+        "resumed": False,
+    }
+    assert json.loads((runs[1].folder / METRICS_FILE).read_text()) == finished[1].metrics
+    again = run_experiment(runs, fake_run, progress=False)  # the same seed would diverge again
+    assert [f.skipped for f in again] == [True, True]
+    assert _calls(runs[1].folder) == ["diverged"]
 
 
 def test_half_finished_runs_resume_or_restart(tmp_path: Path) -> None:

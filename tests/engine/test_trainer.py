@@ -11,7 +11,7 @@ from rfcn.engine import stage_run, trainer
 from rfcn.engine.checkpoint import load_checkpoint, load_model
 from rfcn.engine.stage_run import IterationEnd
 from rfcn.engine.trainer import train
-from rfcn.errors import UserError
+from rfcn.errors import TrainingDiverged, UserError
 
 
 def _interrupt_at(iteration: int, seen: dict) -> Callable[[IterationEnd], None]:
@@ -166,8 +166,9 @@ def test_weights_that_cannot_be_had_stop_the_run_before_it_writes(
 
 def test_diverged_loss_is_reported(make_config: Callable, tmp_path: Path) -> None:
     cfg = make_config(train={"base_lr": 1e30, "warmup_iters": 0, "iterations": 3})
-    with pytest.raises(UserError, match="training diverged"):
+    with pytest.raises(TrainingDiverged, match="training diverged") as caught:
         train(cfg, tmp_path, progress=False)
+    assert 1 <= caught.value.iteration <= 3
 
 
 @pytest.mark.slow

@@ -88,3 +88,23 @@ def test_summary_pairs_the_runs_by_seed() -> None:
     assert paired["difference"] == pytest.approx(-0.02) and paired["holds"]
     text = format_summary(summary, runs)
     assert "-2.0 ± 8.4 " in text and "-2.0 ± 0.6*" in text and "paired by seed" in text
+
+
+def test_a_diverged_run_is_counted_apart_from_the_means() -> None:
+    runs = {"k7": _runs(0.50, 0.60, 0.70), "k3": _runs(0.48, 0.57, 0.69)}
+    runs["k3"][1] = {"seed": 1, "iterations": 9, "images_per_batch": 2, "diverged_at": 7}
+    summary = summarize(runs, reference="k7")
+    k3 = summary["variants"][1]
+    assert k3["seeds"] == [0, 1, 2] and k3["diverged"] == [1]
+    assert summary["variants"][0]["diverged"] == []
+    assert k3["spread"]["voc07_mAP50"]["n"] == 2
+    assert k3["spread"]["voc07_mAP50"]["mean"] == pytest.approx(0.585)  # (0.48 + 0.69) / 2
+    assert k3["train_seconds"] == 10.0
+    (difference,) = summary["differences"]
+    # paired over seeds 0 and 2 only: -0.02 and -0.01
+    assert difference["paired"]["difference"] == pytest.approx(-0.015)
+    text = format_summary(summary, runs)
+    assert " 3 (1 diverged) " in text
+    assert text.splitlines()[-2].split() == [
+        "k3", "1", "n/a", "n/a", "n/a", "n/a", "n/a", "diverged", "at", "7"
+    ]  # fmt: skip

@@ -7,7 +7,8 @@ import torch
 from ground_truth import score_ground_truth
 
 from rfcn.config import TEST_TIME_SETTINGS, config_to_dict
-from rfcn.errors import UserError
+from rfcn.engine.experiments import METRICS_FILE, plan_runs, run_experiment
+from rfcn.errors import TrainingDiverged, UserError
 from rfcn.modeling.rfcn import build_model
 from rfcn.record_tables import render
 from rfcn.records import load_records
@@ -58,6 +59,23 @@ def test_light_head_rows_keep_the_public_init_unless_named_scaled(tmp_path: Path
     assert len(light_head_rows) > 10
     for name, init in light_head_rows.items():
         assert init == ("scaled" if name.endswith("_scaled_init") else "gaussian"), name
+
+
+def test_a_test_time_row_of_a_diverged_run_is_recorded_as_diverged(tmp_path: Path) -> None:
+    """``pool_vote`` scores ``pool``'s weights; where ``pool``'s training diverged there are
+    none, and its run is kept as the same divergence."""
+    trained = tmp_path / "pool" / "seed0"
+    trained.mkdir(parents=True)
+    (trained / METRICS_FILE).write_text(json.dumps({"seed": 0, "diverged_at": 9}))
+    runs = plan_runs(tmp_path, ["pool_vote"], [0], lambda v: demo_config(tmp_path, quick=True))
+    weights_of = {str(runs[0].folder): str(trained)}
+    with pytest.raises(TrainingDiverged) as caught:
+        ablate.score_trained_weights(weights_of, runs[0].cfg, runs[0].folder, False, False)
+    assert caught.value.iteration == 9
+    (finished,) = run_experiment(
+        runs, lambda *a: ablate.score_trained_weights(weights_of, *a), progress=False
+    )
+    assert finished.metrics["diverged_at"] == 9 and "voc07_mAP50" not in finished.metrics
 
 
 def test_the_torchvision_settings_are_those_torchvision_builds(tmp_path: Path) -> None:

@@ -6,7 +6,10 @@ the data stay the same) into ``OUT/<variant>/seed<N>/``. What a run leaves there
 - ``experiment.json``: the variant, seed and the whole config it runs with, written first;
 - what training writes (:mod:`rfcn.engine.trainer`: ``last.pt``, ``config.yaml``, ...);
 - ``metrics.json``: the scores, written last and atomically. A folder with it is a finished
-  run: a rerun loads it and skips the run.
+  run: a rerun loads it and skips the run. A run whose loss diverged
+  (:class:`~rfcn.errors.TrainingDiverged`) is finished too: its ``metrics.json`` holds no
+  scores but ``diverged_at``, the iteration, since the same settings and seed diverge again;
+  a summary counts it apart (:func:`rfcn.evaluation.seed_stats.summarize`).
 
 A run interrupted before ``metrics.json`` is picked up safely: from its ``last.pt`` when there
 is one (the trainer resumes exactly; a finished training is only evaluated), else from
@@ -37,7 +40,7 @@ import torch
 from rfcn.config import Config, config_from_dict, config_to_dict
 from rfcn.engine.logging import truncate_metrics
 from rfcn.engine.stage_run import LAST_CHECKPOINT
-from rfcn.errors import UserError
+from rfcn.errors import TrainingDiverged, UserError
 from rfcn.files import read_json, write_json
 
 EXPERIMENT_FILE = "experiment.json"
@@ -151,16 +154,32 @@ def finished_metrics(run: PlannedRun) -> dict[str, Any] | None:
 
 def execute(run: PlannedRun, run_function: RunFunction, progress: bool) -> dict[str, Any]:
     """Train and score one run in its folder (resuming or restarting a half-finished one),
-    then write its ``metrics.json``; returns the metrics."""
+    then write its ``metrics.json``; returns the metrics (:func:`diverged_metrics` for a run
+    whose training diverged)."""
     run.folder.mkdir(parents=True, exist_ok=True)
     write_json(run.folder / EXPERIMENT_FILE, run.description())
     resume = (run.folder / LAST_CHECKPOINT).is_file()
     if not resume:
         truncate_metrics(run.folder, 0)  # an interrupted start's log lines
-    metrics = {"variant": run.variant, **run_function(run.cfg, run.folder, resume, progress)}
+    try:
+        metrics = {"variant": run.variant, **run_function(run.cfg, run.folder, resume, progress)}
+    except TrainingDiverged as error:
+        metrics = diverged_metrics(run, error.iteration)
     metrics["resumed"] = resume
     write_json(run.folder / METRICS_FILE, metrics)
     return metrics
+
+
+def diverged_metrics(run: PlannedRun, iteration: int) -> dict[str, Any]:
+    """The metrics of a run whose loss diverged at ``iteration``: no scores, and the budget
+    that the finished runs record too."""
+    return {
+        "variant": run.variant,
+        "seed": run.seed,
+        "iterations": run.cfg.train.iterations,
+        "images_per_batch": run.cfg.train.images_per_batch,
+        "diverged_at": iteration,
+    }
 
 
 def _execute_in_worker(run: PlannedRun, run_function: RunFunction, threads: int) -> dict[str, Any]:

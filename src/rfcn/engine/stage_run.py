@@ -52,7 +52,7 @@ from rfcn.engine.rng import capture_rng_state, restore_rng_state, seed_everythin
 from rfcn.engine.stages import Stage, configure_stage, set_train_mode
 from rfcn.engine.validation import BEST_CHECKPOINT, Validator
 from rfcn.engine.weight_average import WeightAverage
-from rfcn.errors import UserError
+from rfcn.errors import TrainingDiverged, UserError
 from rfcn.inference.fast_path import bf16_is_fast
 from rfcn.modeling.rfcn import RFCN, build_model
 
@@ -290,11 +290,7 @@ class StageRun:
             losses = self.network(images, targets, proposals=proposals)
         loss = sum(losses.values())
         if not torch.isfinite(loss).item():
-            raise UserError(
-                f"iteration {self.offset + self.done + 1}",
-                f"loss is {loss.item()}: training diverged; lower train.base_lr or set "
-                "train.max_grad_norm",
-            )
+            raise TrainingDiverged(self.offset + self.done + 1, loss.item())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.train.max_grad_norm > 0:

@@ -114,7 +114,8 @@ def train(
     Raises:
         UserError: bad data or config, ``amp`` fp16 off CUDA, a folder that holds a
             run without ``resume`` (or no run with it) or that another run is writing into, a
-            diverged loss, a checkpoint that cannot be written;
+            checkpoint that cannot be written; :class:`~rfcn.errors.TrainingDiverged` (a
+            UserError) a loss that became NaN or infinite;
             :class:`~rfcn.engine.preemption.ResumableError` (a UserError) an image that cannot
             be read, after saving the state.
         TrainingStopped: Ctrl-C, SIGTERM or SIGUSR1, after saving the state.

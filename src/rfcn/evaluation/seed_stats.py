@@ -108,10 +108,12 @@ def compare_paired(
 def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -> dict[str, Any]:
     """The ``ablation.json`` summary of ``{variant: [metrics of each seed's run]}``.
 
-    Returns ``{"reference", "test", "variants": [{"variant", "seeds", "spread": {metric:
-    {"mean", "sd", "n"}}, "train_seconds"}], "differences": [{"variant", "metric", "difference",
-    "sd", "holds", "paired": {"difference", "sd", "holds"} or None}]}``: every variant's spread,
-    and every other variant against ``reference``, as independent means and paired by seed.
+    Returns ``{"reference", "test", "variants": [{"variant", "seeds", "diverged", "spread":
+    {metric: {"mean", "sd", "n"}}, "train_seconds"}], "differences": [{"variant", "metric",
+    "difference", "sd", "holds", "paired": {"difference", "sd", "holds"} or None}]}``: every
+    variant's spread, and every other variant against ``reference``, as independent means and
+    paired by seed. A run whose training diverged (``diverged_at`` in its metrics) has no
+    scores: its seed is listed in ``"diverged"`` and left out of the means and differences.
     """
     if reference not in runs:
         raise ValueError(f"reference variant {reference!r} has no runs")
@@ -121,11 +123,14 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -
     }
     variants = []
     for variant, seeds in runs.items():
-        fresh = [run["train_seconds"] for run in seeds if not run.get("resumed")]
+        fresh = [
+            run["train_seconds"] for run in seeds if not run.get("resumed") and not diverged(run)
+        ]
         variants.append(
             {
                 "variant": variant,
                 "seeds": [run["seed"] for run in seeds],
+                "diverged": [run["seed"] for run in seeds if diverged(run)],
                 "spread": {
                     key: {"mean": s.mean, "sd": s.sd, "n": s.n}
                     for key, s in spreads[variant].items()
@@ -159,6 +164,25 @@ def summarize(runs: Mapping[str, Sequence[Mapping[str, Any]]], reference: str) -
         "variants": variants,
         "differences": differences,
     }
+
+
+def diverged(run: Mapping[str, Any]) -> bool:
+    """Whether a run's training diverged (:func:`rfcn.engine.experiments.diverged_metrics`)."""
+    return "diverged_at" in run
+
+
+def seeds_text(row: Mapping[str, Any]) -> str:
+    """A summary row's seed count, ``3 (1 diverged)`` when some diverged (summaries written
+    before diverged runs were kept have no ``"diverged"``)."""
+    count = len(row.get("diverged", []))
+    return f"{len(row['seeds'])}" + (f" ({count} diverged)" if count else "")
+
+
+def run_seconds_text(run: Mapping[str, Any]) -> str:
+    """A run's training seconds, or the iteration its training diverged at."""
+    if diverged(run):
+        return f"diverged at {run['diverged_at']}"
+    return f"{run['train_seconds']:.0f}"
 
 
 def difference_text(entry: Mapping[str, Any] | None) -> str:
@@ -205,7 +229,7 @@ def format_summary(
     for row in summary["variants"]:
         cells = " ".join(f"{mean_sd_text(row['spread'][key]):>{cell}}" for key in METRICS)
         seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
-        lines.append(f"{row['variant']:<{width}} {len(row['seeds']):>5} {cells} {seconds:>8}")
+        lines.append(f"{row['variant']:<{width}} {seeds_text(row):>5} {cells} {seconds:>8}")
     by_variant: dict[str, dict[str, Mapping[str, Any]]] = {}
     for entry in summary["differences"]:
         by_variant.setdefault(entry["variant"], {})[entry["metric"]] = entry
@@ -229,7 +253,5 @@ def format_summary(
     for variant, seeds in runs.items():
         for run in seeds:
             cells = " ".join(f"{percent_text(run.get(key)):>{cell}}" for key in METRICS)
-            lines.append(
-                f"{variant:<{width}} {run['seed']:>5} {cells} {run['train_seconds']:>8.0f}"
-            )
+            lines.append(f"{variant:<{width}} {run['seed']:>5} {cells} {run_seconds_text(run):>8}")
     return "\n".join(lines)

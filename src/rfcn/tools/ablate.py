@@ -57,8 +57,8 @@ from rfcn.engine.experiments import (
     run_folder,
 )
 from rfcn.engine.trainer import FINAL_CHECKPOINT
-from rfcn.errors import UserError
-from rfcn.evaluation.seed_stats import METRICS, format_summary, summarize
+from rfcn.errors import TrainingDiverged, UserError
+from rfcn.evaluation.seed_stats import METRICS, diverged, format_summary, summarize
 from rfcn.files import read_json, write_image, write_json
 from rfcn.machine import describe_machine
 from rfcn.records import begin_record, make_record, write_record
@@ -225,6 +225,8 @@ def score_trained_weights(
     ``cfg``'s test-time settings, with that run's training figures."""
     trained = Path(weights_of[str(folder)])
     trained_metrics = read_json(trained / METRICS_FILE, "run metrics")
+    if diverged(trained_metrics):  # no weights to score: recorded as the same divergence
+        raise TrainingDiverged(trained_metrics["diverged_at"], math.nan)
     training = {key: trained_metrics[key] for key in TRAINING_FIGURES}
     training["weights_from"] = str(trained)
     return evaluate_trained(trained / FINAL_CHECKPOINT, cfg, training).metrics
@@ -323,6 +325,13 @@ def run_ablation(args: argparse.Namespace) -> dict[str, Any]:
 
     def report(finished: FinishedRun) -> None:
         metrics, run = finished.metrics, finished.run
+        if diverged(metrics):
+            print(
+                f"[{run.variant} seed {run.seed}] training diverged at iteration "
+                f"{metrics['diverged_at']}",
+                flush=True,
+            )
+            return
         scores = ", ".join(
             f"{title} {'n/a' if metrics.get(key) is None else f'{100 * metrics[key]:.1f}'}"
             for key, title in METRICS.items()
