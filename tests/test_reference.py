@@ -50,3 +50,8 @@ def test_error_reference_lists_the_messages_with_their_placeholders() -> None:
         "rfcn.config"
     ]
     assert "### `rfcn.config`" in reference.error_reference()
+    # a UserError subclass's own message
+    assert (
+        "iteration {iteration}",
+        "loss is {loss}: training diverged; lower train.base_lr or set train.max_grad_norm",
+    ) in messages["rfcn.errors"]

@@ -167,23 +167,46 @@ def _message_text(node: ast.expr) -> str:
     return f"{{{ast.unparse(node)}}}"
 
 
+def _is_user_error_message(node: ast.Call, subclass_bodies: set[int]) -> bool:
+    """``UserError(source, problem)``, or a UserError subclass's ``super().__init__(source,
+    problem)`` (a node inside one of ``subclass_bodies``, by ``id``) that words its own problem
+    (a string, not another error's ``error.problem`` passed on)."""
+    if len(node.args) != 2:
+        return False
+    if isinstance(node.func, ast.Name):
+        return node.func.id == "UserError"
+    return (
+        isinstance(node.args[1], (ast.Constant, ast.JoinedStr))
+        and id(node) in subclass_bodies
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "__init__"
+        and isinstance(node.func.value, ast.Call)
+        and isinstance(node.func.value.func, ast.Name)
+        and node.func.value.func.id == "super"
+    )
+
+
 def error_messages() -> dict[str, list[tuple[str, str]]]:
     """``{module: [(source, problem), ...]}``: every ``UserError(source, problem)`` the package
-    raises, read from its source; ``{...}`` marks what the message fills in."""
+    raises, and every message a subclass of it builds, read from its source; ``{...}`` marks
+    what the message fills in."""
     package = Path(inspect.getfile(config)).parent
     found: dict[str, list[tuple[str, str]]] = {}
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         module = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        subclass_bodies = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef)
+            and any(isinstance(base, ast.Name) and base.id == "UserError" for base in node.bases)
+            for inner in ast.walk(node)
+        }
         for node in sorted(
             (node for node in ast.walk(tree) if isinstance(node, ast.Call)),
             key=lambda node: node.lineno,
         ):
-            if (
-                isinstance(node.func, ast.Name)
-                and node.func.id == "UserError"
-                and len(node.args) == 2
-            ):
+            if _is_user_error_message(node, subclass_bodies):
                 entry = (_message_text(node.args[0]), _message_text(node.args[1]))
                 if entry not in found.setdefault(module, []):
                     found[module].append(entry)
