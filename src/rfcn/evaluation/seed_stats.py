@@ -221,15 +221,18 @@ def format_summary(
     """Four plain-text tables: mean ± sd per variant, the differences from the reference as
     independent means and paired by seed (``*`` where the test holds), and every run."""
     width = max([len("variant"), *(len(v["variant"]) for v in summary["variants"])])
+    seeds_width = max([len("seeds"), *(len(seeds_text(v)) for v in summary["variants"])])
     cell = 13
-    head = f"{'variant':<{width}} {'seeds':>5} " + " ".join(
+    head = f"{'variant':<{width}} {'seeds':>{seeds_width}} " + " ".join(
         f"{t:>{cell}}" for t in METRICS.values()
     )
     lines = ["mean ± sd over seeds (percent)", head + f" {'train s':>8}"]
     for row in summary["variants"]:
         cells = " ".join(f"{mean_sd_text(row['spread'][key]):>{cell}}" for key in METRICS)
         seconds = "n/a" if row["train_seconds"] is None else f"{row['train_seconds']:.0f}"
-        lines.append(f"{row['variant']:<{width}} {seeds_text(row):>5} {cells} {seconds:>8}")
+        lines.append(
+            f"{row['variant']:<{width}} {seeds_text(row):>{seeds_width}} {cells} {seconds:>8}"
+        )
     by_variant: dict[str, dict[str, Mapping[str, Any]]] = {}
     for entry in summary["differences"]:
         by_variant.setdefault(entry["variant"], {})[entry["metric"]] = entry
