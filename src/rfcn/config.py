@@ -57,9 +57,7 @@ class ModelConfig:
     head_init: str = "gaussian"
     """"gaussian": std 0.01 for the head's three convs (the original code); "scaled": He init
     for the 1x1 reduction and std 1/sqrt(head_channels) for the class maps, which lets a head on
-    a backbone trained from scratch start learning sooner (the demo). The light head reads it
-    too: "gaussian" is its public code's, "scaled" scales its convs and fc layers by fan-in
-    (rfcn.modeling.light_head.LightHead)."""
+    a backbone trained from scratch start learning sooner (the demo)."""
     box_mode: str = "agnostic"
     """Box maps: "agnostic" (4k^2), "agnostic8" (8k^2) or "class" (4k^2 C)."""
     ps_roi_mode: str = "pool"
@@ -83,7 +81,7 @@ class ModelConfig:
     run by the same code; k, head_channels and head_init are then unused, and ps_roi_mode
     chooses its RoI pooling: "pool" (RoIPool, the paper's) or "align" (RoIAlign); "light_head":
     Light-Head R-CNN's head (Li et al. 2017: a large separable conv to alpha k^2 thin maps,
-    PSRoIAlign, one fc layer; rfcn.modeling.light_head), head_channels unused;
+    PSRoIAlign, one fc layer; rfcn.modeling.light_head), head_channels and head_init unused;
     "torchvision": torchvision's Faster R-CNN (its RPN, RoIAlign, two fc layers, sampler and
     losses) on conv1..conv4 of this trunk, end to end only (rfcn.modeling.torchvision_baseline)."""
     light_head_alpha: int = 10
@@ -95,6 +93,9 @@ class ModelConfig:
     """Light head: kernel length k of the large separable conv (k x 1 and 1 x k), odd."""
     light_head_fc_channels: int = 2048
     """Light head: width of the R-CNN subnet's fc layer."""
+    light_head_init: str = "gaussian"
+    """Light head: "gaussian", its public code's initialisation (N(0, 0.01), the box fc
+    N(0, 0.001)); "scaled", its convs and fc layers by fan-in (rfcn.modeling.light_head)."""
     anchor_sizes: tuple[float, ...] = (128.0, 256.0, 512.0)
     """RPN anchor sides in input pixels (Faster R-CNN's three scales)."""
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -489,6 +490,7 @@ _CHOICES = {
     "model.box_mode": ("agnostic", "agnostic8", "class"),
     "model.head": ("rfcn", "c4", "light_head", "torchvision"),
     "model.head_init": ("gaussian", "scaled"),
+    "model.light_head_init": ("gaussian", "scaled"),
     "model.ps_roi_mode": ("pool", "align", "align_max"),
     "model.deformable_conv5": ("none", "v1", "v2"),
     "data.format": ("voc", "coco", "synthetic"),

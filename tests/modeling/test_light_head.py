@@ -127,7 +127,7 @@ def test_initialisation(init: str) -> None:
     assert float(head.bbox_pred.weight.detach().std()) == pytest.approx(0.001, rel=0.05)
     with pytest.raises(ValueError, match="init"):
         LightHead(64, 3, "class", 1 / 16, init="uniform")
-    cfg = _config(head_init=init)
+    cfg = _config(light_head_init=init)
     assert float(build_model(cfg.model).head.cls_score.weight.detach().std()) == pytest.approx(
         32**-0.5 if init == "scaled" else 0.01, rel=0.2
     )

@@ -47,20 +47,6 @@ def test_each_variant_changes_only_its_own_keys(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-def test_light_head_rows_keep_the_public_init_unless_named_scaled(tmp_path: Path) -> None:
-    """The demo's config initialises heads by fan-in; a light-head row takes the public code's
-    std-0.01 layers all the same, and only a ``_scaled_init`` row takes the config's way."""
-    assert demo_config(tmp_path).model.head_init == "scaled"
-    light_head_rows = {
-        name: demo_config(tmp_path, overrides=list(overrides)).model.head_init
-        for name, overrides in ablate.VARIANTS.items()
-        if "model.head=light_head" in overrides
-    }
-    assert len(light_head_rows) > 10
-    for name, init in light_head_rows.items():
-        assert init == ("scaled" if name.endswith("_scaled_init") else "gaussian"), name
-
-
 def test_a_test_time_row_of_a_diverged_run_is_recorded_as_diverged(tmp_path: Path) -> None:
     """``pool_vote`` scores ``pool``'s weights; where ``pool``'s training diverged there are
     none, and its run is kept as the same divergence."""

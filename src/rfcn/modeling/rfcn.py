@@ -453,7 +453,7 @@ def build_model(cfg: ModelConfig) -> RFCN | TorchvisionFasterRCNN:
             fc_channels=cfg.light_head_fc_channels,
             ps_roi_mode=cfg.ps_roi_mode,
             sampling_ratio=cfg.ps_roi_sampling_ratio,
-            init=cfg.head_init,
+            init=cfg.light_head_init,
         )
     else:
         head = RFCNHead(

@@ -72,16 +72,13 @@ from rfcn.tools.demo import (
     train_and_evaluate,
 )
 
-# The light head as its public code initialises it, whatever the base config's model.head_init
 LIGHT_HEAD_MAX = (
     "model.head=light_head",
-    "model.head_init=gaussian",
     "model.ps_roi_mode=align_max",
     "model.ps_roi_sampling_ratio=2",
 )
 LIGHT_HEAD_ALIGN = (
     "model.head=light_head",
-    "model.head_init=gaussian",
     "model.ps_roi_mode=align",
     "model.ps_roi_sampling_ratio=2",
 )
@@ -137,8 +134,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "light_head": LIGHT_HEAD_MAX,
     "light_head_align": LIGHT_HEAD_ALIGN,
     # the latter initialised by fan-in, as the demo's and the small-object configs' R-FCN head
-    # (model.head_init=scaled), instead of the public code's std-0.01 layers
-    "light_head_align_scaled_init": (*LIGHT_HEAD_ALIGN, "model.head_init=scaled"),
+    # (head_init: scaled), instead of the public code's std-0.01 layers
+    "light_head_align_scaled_init": (*LIGHT_HEAD_ALIGN, "model.light_head_init=scaled"),
     # torchvision's Faster R-CNN (its RPN, RoIAlign 7 x 7, two fc layers, sampler and losses)
     # on conv1..conv4 of the same trunk: the detector a user picks instead of R-FCN (issue 35)
     "tv_faster_rcnn": ("model.head=torchvision",),
@@ -165,7 +162,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "light_head_align_tv_mid128": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_mid_channels=128"),
     "light_head_align_tv_k7": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_kernel=7"),
     "light_head_align_tv_fc1024": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_fc_channels=1024"),
-    "light_head_align_tv_scaled_init": (*LIGHT_HEAD_ALIGN_TV, "model.head_init=scaled"),
+    "light_head_align_tv_scaled_init": (*LIGHT_HEAD_ALIGN_TV, "model.light_head_init=scaled"),
 }
 TABLE_2 = ("k1", "k3", "k7", "k7_no_atrous")  # the default rows
 RATE_SETTING = "train.base_lr="  # the override a rated row adds (<variant>_lr<rate>)
