@@ -260,6 +260,7 @@ def test_configs_follow_the_public_recipe() -> None:
     assert (model.k, model.light_head_alpha, model.light_head_kernel) == (7, 10, 15)
     assert mid_channels(model.backbone, model.light_head_mid_channels) == 256
     assert model.light_head_fc_channels == 2048 and model.box_mode == "class"
+    assert model.light_head_init == "gaussian"
     assert len(model.anchor_sizes) * len(model.anchor_ratios) == 15
     assert (min(model.anchor_sizes), max(model.anchor_sizes)) == (32, 512)
     assert (model.rpn_pre_nms_train, model.rpn_post_nms_train) == (12000, 2000)
