@@ -26,8 +26,9 @@ from torch import Tensor, nn
 # Box deltas per RoI, by box mode: class-agnostic (the R-FCN and Light-Head papers' text), the
 # original R-FCN code's "agnostic" with a background and a foreground slot, class-specific.
 BOX_MODES = ("agnostic", "agnostic8", "class")
-# Initialisations of a head's learnt layers (model.head_init): the original codes' small
-# Gaussians, or ones scaled by fan-in for a backbone trained from random weights.
+# Initialisations of a head's learnt layers (model.head_init, model.light_head_init): the
+# original codes' small Gaussians, or ones scaled by fan-in for a backbone trained from random
+# weights.
 HEAD_INITS = ("gaussian", "scaled")
 
 
