@@ -68,6 +68,8 @@ def test_a_row_with_a_diverged_seed_says_so() -> None:
     assert "| k1 | 3 (1 diverged) | 40.0 ± 14.1 * |" in table
     assert "A run whose training diverged has no scores and is left out of its row." in table
     assert "diverged" not in render("ablation", ["table2"], _records(), "results/")
+    summary = render("summary", ["table2"], records, "results/")
+    assert "`rfcn ablate` k1 (the best of 1 other rows), 3 (1 diverged) seeds: mAP@0.5" in summary
 
 
 def test_demo_and_summary_rows_come_from_the_values() -> None:

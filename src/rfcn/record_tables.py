@@ -234,14 +234,14 @@ def _benchmark_summary_rows(values: Mapping[str, Any], machine: str, source: str
     return rows
 
 
-def _ablation_summary_rows(values: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+def _ablation_summary_rows(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(what, seeds, value) for an ablate record's reference and for the other variant with the
     highest mean mAP@0.5, with its difference from the reference paired by seed."""
     key = "voc07_mAP50"
     rows = {row["variant"]: row for row in values["variants"]}
     reference = rows[values["reference"]]
     summary = [
-        (reference["variant"], len(reference["seeds"]), mean_sd_text(reference["spread"][key]))
+        (reference["variant"], seeds_text(reference), mean_sd_text(reference["spread"][key]))
     ]
     others = [
         row
@@ -255,7 +255,7 @@ def _ablation_summary_rows(values: Mapping[str, Any]) -> list[tuple[str, int, st
     summary.append(
         (
             f"{best['variant']} (the best of {len(others)} other rows)",
-            len(best["seeds"]),
+            seeds_text(best),
             f"{mean_sd_text(best['spread'][key])}; paired by seed, "
             f"{_marked(difference_text(paired))} against {reference['variant']}",
         )
